@@ -1,0 +1,58 @@
+"""Names and bounds shared by the workflows, the routes, the client and the tests.
+
+One source of truth: change a key or a limit here and every user of it follows.
+"""
+
+from typing import Final, Literal
+
+# Event keys a workflow publishes with set_event.
+EVENT_STATUS: Final = "status"
+EVENT_PROGRESS: Final = "progress"
+EVENT_RESULT: Final = "result"
+EVENT_MESSAGE: Final = "message"  # the message a messaging workflow received
+
+# Topic a messaging workflow waits on.
+TOPIC_NOTIFICATION: Final = "notification"
+
+# Stream a streaming workflow appends to.
+STREAM_PROGRESS: Final = "progress_stream"
+
+# Workflow kinds, as named in URLs and responses.
+WorkflowKind = Literal["events", "messaging", "streaming"]
+
+# Values of the `status` event.
+STATUS_STARTED: Final = "started"
+STATUS_COMPLETED: Final = "completed"
+STATUS_WAITING: Final = "waiting_for_approval"
+STATUS_APPROVED: Final = "approved"
+STATUS_REJECTED: Final = "rejected"
+STATUS_TIMED_OUT: Final = "timed_out"
+
+
+def status_processing(step: int) -> str:
+    """The `status` event value while step `step` (1-based) runs."""
+    return f"processing_step_{step}"
+
+
+# Bounds on every input. Documented in README.md; tested in test_communication.py.
+WORKFLOW_ID_MAX_LEN: Final = 128
+# Letters, digits and . _ - : only, starting with a letter or digit: safe in URLs, logs and SQL.
+WORKFLOW_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+TOPIC_MAX_LEN: Final = 128
+TOPIC_PATTERN: Final = WORKFLOW_ID_PATTERN
+EVENT_KEY_MAX_LEN: Final = 128
+IDEMPOTENCY_KEY_MAX_LEN: Final = 256
+N_STEPS_MIN: Final = 1
+N_STEPS_MAX: Final = 1000
+STEP_SECONDS_DEFAULT: Final = 1.0
+STEP_SECONDS_MAX: Final = 60.0
+EVENT_TIMEOUT_DEFAULT: Final = 5.0
+EVENT_TIMEOUT_MAX: Final = 120.0
+APPROVAL_TIMEOUT_DEFAULT: Final = 60.0
+APPROVAL_TIMEOUT_MAX: Final = 86_400.0
+MESSAGE_MAX_BYTES_DEFAULT: Final = 64 * 1024
+# The longest stream our workflows write is 3 + 2 * N_STEPS_MAX entries, so the default
+# page returns every stream this server writes in one response.
+STREAM_PAGE_MAX: Final = 5000
+WORKFLOW_LIST_DEFAULT: Final = 50
+WORKFLOW_LIST_MAX: Final = 500

@@ -1,0 +1,138 @@
+"""Request and response bodies. Field names of the original API are kept; new ones are added."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from workflow_comm.keys import WorkflowKind
+
+
+class ErrorPublic(BaseModel):
+    """Every 4xx/5xx answer: a JSON object with a readable `detail`."""
+
+    detail: str | list[dict[str, Any]] = Field(
+        description="What went wrong; a list of field errors for a 422."
+    )
+
+
+class StartedWorkflow(BaseModel):
+    """Fields every start endpoint returns."""
+
+    workflow_id: str
+    message: str
+    kind: WorkflowKind
+    created: bool = Field(
+        description="False when a workflow of the same kind already had this ID; "
+        "the response then describes that existing workflow."
+    )
+    status_endpoint: str = Field(description="GET it for the workflow's status and result.")
+
+
+class EventEndpoints(BaseModel):
+    progress: str
+    status: str
+    result: str
+    all_events: str
+
+
+class EventsWorkflowStarted(StartedWorkflow):
+    query_endpoints: EventEndpoints
+
+
+class MessagingWorkflowStarted(StartedWorkflow):
+    send_approval: str = Field(description="Where to POST the approval message.")
+    note: str
+    topic: str
+    approval_timeout: float
+
+
+class StreamingWorkflowStarted(StartedWorkflow):
+    read_stream: str
+    stream_key: str
+    expected_entries: int = Field(description="3 + 2 * n_steps: the stream's length once closed.")
+
+
+class EventPublic(BaseModel):
+    workflow_id: str
+    event_key: str
+    value: Any
+
+
+class EventsPublic(BaseModel):
+    workflow_id: str
+    events: dict[str, Any]
+
+
+class MessageSent(BaseModel):
+    workflow_id: str
+    message: str
+    payload: dict[str, Any]
+    topic: str
+    idempotency_key: str | None = None
+
+
+class StreamPage(BaseModel):
+    workflow_id: str
+    stream_key: str
+    stream_values: list[Any]
+    total_messages: int = Field(description="Number of values in this response.")
+    offset: int = Field(description="Offset of the first value in this response.")
+    next_offset: int = Field(description="Offset to ask for next: offset + total_messages.")
+    has_more: bool = Field(description="More values are already written past this page.")
+    closed: bool = Field(
+        description="True when this page ends the stream: it was closed, or its workflow "
+        "finished, so no value will ever follow next_offset."
+    )
+
+
+WorkflowStatusName = Literal[
+    "PENDING",
+    "ENQUEUED",
+    "DELAYED",
+    "SUCCESS",
+    "ERROR",
+    "CANCELLED",
+    "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+]
+
+
+class WorkflowPublic(BaseModel):
+    workflow_id: str
+    kind: WorkflowKind | None = Field(description="None for a workflow this server did not define.")
+    status: WorkflowStatusName
+    name: str
+    created_at: int | None = Field(description="Unix epoch milliseconds.")
+    updated_at: int | None
+    completed_at: int | None
+    executor_id: str | None
+    application_version: str | None
+    result: Any = None
+    error: str | None = None
+
+
+class WorkflowsPublic(BaseModel):
+    data: list[WorkflowPublic]
+    count: int
+
+
+class WorkflowAction(BaseModel):
+    workflow_id: str
+    message: str
+    status: WorkflowStatusName
+
+
+class DatabaseHealth(BaseModel):
+    backend: Literal["postgres", "sqlite"]
+    reachable: bool
+    latency_ms: float | None
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded"]
+    memory_mb: float
+    threads: int
+    uptime_seconds: float
+    database: DatabaseHealth
+    executor_id: str
+    application_version: str
+    version: str

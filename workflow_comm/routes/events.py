@@ -1,0 +1,97 @@
+"""Events: a workflow publishes key/values; clients read one key (waiting) or all of them."""
+
+from typing import Any
+
+from dbos import DBOS
+from fastapi import APIRouter, HTTPException
+
+from workflow_comm import keys
+from workflow_comm.errors import within_db_timeout
+from workflow_comm.models import (
+    ErrorPublic,
+    EventEndpoints,
+    EventPublic,
+    EventsPublic,
+    EventsWorkflowStarted,
+)
+from workflow_comm.params import EventKey, EventTimeout, NSteps, StepSeconds, WorkflowId
+from workflow_comm.service import TERMINAL_STATUSES, require_status, start_once
+from workflow_comm.workflows import workflow_with_events
+
+router = APIRouter(
+    tags=["events"],
+    responses={
+        404: {"model": ErrorPublic, "description": "Unknown workflow, or event not set"},
+        422: {"model": ErrorPublic, "description": "A parameter is out of bounds"},
+        503: {"model": ErrorPublic, "description": "The database is unavailable"},
+    },
+)
+
+
+@router.post("/start-workflow-events/{workflow_id}/{n_steps}")
+async def start_workflow_events(
+    workflow_id: WorkflowId,
+    n_steps: NSteps,
+    step_seconds: StepSeconds = keys.STEP_SECONDS_DEFAULT,
+) -> EventsWorkflowStarted:
+    """Start a workflow that publishes `status`, `progress` and `result` events."""
+    created = await start_once("events", workflow_with_events, workflow_id, n_steps, step_seconds)
+    base = f"/workflow-events/{workflow_id}"
+    return EventsWorkflowStarted(
+        workflow_id=workflow_id,
+        kind="events",
+        created=created,
+        message=(
+            f"Started workflow {workflow_id} with {n_steps} steps"
+            if created
+            else f"Workflow {workflow_id} already exists; returning it unchanged"
+        ),
+        status_endpoint=f"/workflows/{workflow_id}",
+        query_endpoints=EventEndpoints(
+            progress=f"{base}/{keys.EVENT_PROGRESS}",
+            status=f"{base}/{keys.EVENT_STATUS}",
+            result=f"{base}/{keys.EVENT_RESULT}",
+            all_events=f"{base}/all",
+        ),
+    )
+
+
+# Declared before /{event_key} so that "all" is never read as an event key.
+@router.get("/workflow-events/{workflow_id}/all")
+async def get_all_workflow_events(workflow_id: WorkflowId) -> EventsPublic:
+    """Every event the workflow has set, latest value of each, without waiting."""
+    await require_status(workflow_id)
+    events: dict[str, Any] = await within_db_timeout(DBOS.get_all_events_async(workflow_id))
+    return EventsPublic(workflow_id=workflow_id, events=events)
+
+
+@router.get("/workflow-events/{workflow_id}/{event_key}")
+async def get_workflow_event(
+    workflow_id: WorkflowId,
+    event_key: EventKey,
+    timeout: EventTimeout = keys.EVENT_TIMEOUT_DEFAULT,
+) -> EventPublic:
+    """The event's latest value, waiting up to `timeout` seconds for it to be set.
+
+    The wait is asynchronous: it holds this request only, never the server.
+    """
+    status = await require_status(workflow_id)
+    # DBOS would wait out the whole timeout on a finished workflow; it can set nothing more.
+    finished = status.status in TERMINAL_STATUSES
+    wait = 0.0 if finished else timeout
+    value = await within_db_timeout(
+        DBOS.get_event_async(workflow_id, event_key, timeout_seconds=wait), extra_seconds=wait
+    )
+    if value is None:
+        # None is both "timed out" and "set to null"; the full map tells them apart.
+        events = await within_db_timeout(DBOS.get_all_events_async(workflow_id))
+        if event_key not in events:
+            why = (
+                f"the workflow finished ({status.status}) without setting it"
+                if finished
+                else f"it was not set within {timeout:g}s; retry or raise ?timeout="
+            )
+            raise HTTPException(
+                404, f"Event '{event_key}' is not set on workflow '{workflow_id}': {why}."
+            )
+    return EventPublic(workflow_id=workflow_id, event_key=event_key, value=value)

@@ -1,0 +1,103 @@
+"""Streaming: a workflow appends an ordered, durable log; clients read it while it grows."""
+
+from typing import Any
+
+from dbos import DBOS
+from dbos import error as dbos_error
+from fastapi import APIRouter
+
+from workflow_comm import keys
+from workflow_comm.errors import within_db_timeout
+from workflow_comm.models import ErrorPublic, StreamingWorkflowStarted, StreamPage
+from workflow_comm.params import (
+    NSteps,
+    StepSeconds,
+    StreamKey,
+    StreamLimit,
+    StreamOffset,
+    WorkflowId,
+)
+from workflow_comm.service import require_status, start_once
+from workflow_comm.workflows import stream_entry_count, workflow_with_streaming
+
+router = APIRouter(
+    tags=["streaming"],
+    responses={
+        404: {"model": ErrorPublic, "description": "Unknown workflow"},
+        422: {"model": ErrorPublic, "description": "A parameter is out of bounds"},
+        503: {"model": ErrorPublic, "description": "The database is unavailable"},
+    },
+)
+
+
+@router.post(
+    "/start-workflow-streaming/{workflow_id}/{n_steps}",
+    responses={409: {"model": ErrorPublic, "description": "ID used by another kind"}},
+)
+async def start_workflow_streaming(
+    workflow_id: WorkflowId,
+    n_steps: NSteps,
+    step_seconds: StepSeconds = keys.STEP_SECONDS_DEFAULT,
+) -> StreamingWorkflowStarted:
+    """Start a workflow that writes `progress_stream`: 3 + 2 * n_steps entries, then closes it."""
+    created = await start_once(
+        "streaming", workflow_with_streaming, workflow_id, n_steps, step_seconds
+    )
+    return StreamingWorkflowStarted(
+        workflow_id=workflow_id,
+        kind="streaming",
+        created=created,
+        message=(
+            f"Started workflow {workflow_id} streaming {n_steps} steps"
+            if created
+            else f"Workflow {workflow_id} already exists; returning it unchanged"
+        ),
+        status_endpoint=f"/workflows/{workflow_id}",
+        read_stream=f"/workflow-stream/{workflow_id}",
+        stream_key=keys.STREAM_PROGRESS,
+        expected_entries=stream_entry_count(n_steps),
+    )
+
+
+async def read_page(
+    workflow_id: str, key: str, offset: int, limit: int
+) -> tuple[list[Any], bool, bool]:
+    """Values from `offset` written so far, at most `limit`: (values, has_more, closed).
+
+    timeout_seconds=0 makes DBOS yield what is there and then either end (the stream is
+    closed or its workflow finished) or raise DBOSStreamTimeoutError (still open).
+    """
+    values: list[Any] = []
+    reader = DBOS.read_stream_async(workflow_id, key, offset=offset, timeout_seconds=0)
+    try:
+        async for value in reader:
+            if len(values) == limit:
+                return values, True, False  # one more exists: this page is full
+            values.append(value)
+        return values, False, True
+    except dbos_error.DBOSStreamTimeoutError:
+        return values, False, False
+    finally:
+        await reader.aclose()
+
+
+@router.get("/workflow-stream/{workflow_id}")
+async def read_workflow_stream(
+    workflow_id: WorkflowId,
+    offset: StreamOffset = 0,
+    limit: StreamLimit = keys.STREAM_PAGE_MAX,
+    key: StreamKey = keys.STREAM_PROGRESS,
+) -> StreamPage:
+    """Everything written from `offset` so far, at once; `closed` says whether more will come."""
+    await require_status(workflow_id)
+    values, has_more, closed = await within_db_timeout(read_page(workflow_id, key, offset, limit))
+    return StreamPage(
+        workflow_id=workflow_id,
+        stream_key=key,
+        stream_values=values,
+        total_messages=len(values),
+        offset=offset,
+        next_offset=offset + len(values),
+        has_more=has_more,
+        closed=closed,
+    )

@@ -1,0 +1,100 @@
+"""DBOS lifecycle: its configuration, launch and shutdown, and a cheap database probe."""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer
+from fastapi import FastAPI
+
+from workflow_comm.settings import APP_NAME, Settings, get_settings
+
+logger = logging.getLogger("workflow_comm")
+
+
+def dbos_config(settings: Settings) -> DBOSConfig:
+    config: DBOSConfig = {
+        "name": APP_NAME,
+        "system_database_url": settings.system_database_url,
+        "application_version": settings.application_version,
+        "executor_id": settings.resolved_executor_id,
+        # DBOS's pool is unbounded by default: 500 waiters grew a process to 556 threads.
+        "max_executor_threads": settings.max_executor_threads,
+        "sys_db_pool_size": settings.sys_db_pool_size,
+        # JSON in the database, not pickle: readable by SQL and the other SDKs, and a row
+        # in the database can never make a reader execute code.
+        "serializer": DBOSPortableJSONSerializer(),
+        "log_level": settings.log_level,
+    }
+    if settings.is_sqlite:
+        config["notification_listener_polling_interval_sec"] = settings.sqlite_polling_interval_sec
+    else:
+        config["notification_coalesce_sec"] = settings.notification_coalesce_sec
+    return config
+
+
+def _probe_url(url: str) -> str:
+    """The URL for SQLAlchemy, with psycopg 3 as the Postgres driver (as DBOS uses)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+class DatabaseProbe:
+    """Answers "does the database answer?" in bounded time, apart from DBOS's retrying calls."""
+
+    def __init__(self, settings: Settings) -> None:
+        connect_args = {} if settings.is_sqlite else {"connect_timeout": 2}
+        self._engine = sa.create_engine(
+            _probe_url(settings.system_database_url),
+            pool_size=1,
+            max_overflow=1,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+        )
+
+    def _ping(self) -> None:
+        with self._engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    async def latency_ms(self, timeout: float = 2.0) -> float | None:
+        """Round-trip time of `SELECT 1`, or None if the database did not answer in time."""
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.to_thread(self._ping)
+        except (TimeoutError, sa.exc.SQLAlchemyError):
+            return None
+        return (time.perf_counter() - start) * 1000
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Create and launch DBOS with the app; shut it down with the app.
+
+    DBOS.launch() is called on the event loop's thread on purpose: DBOS then runs
+    recovered async workflows on this loop. It runs before the server takes requests.
+    """
+    settings = get_settings()
+    DBOS(config=dbos_config(settings))
+    DBOS.launch()
+    app.state.settings = settings
+    app.state.started_at = time.monotonic()
+    app.state.db_probe = DatabaseProbe(settings)
+    logger.info(
+        "serving with executor %s, version %s",
+        settings.resolved_executor_id,
+        settings.application_version,
+    )
+    try:
+        yield
+    finally:
+        app.state.db_probe.close()
+        DBOS.destroy(workflow_completion_timeout_sec=0)

@@ -1,0 +1,71 @@
+"""Workflow operations the routes share: start under an ID, look one up, describe it."""
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from dbos import DBOS, SetWorkflowID, WorkflowStatus
+from dbos import error as dbos_error
+from fastapi import HTTPException
+
+from workflow_comm.errors import within_db_timeout
+from workflow_comm.keys import WorkflowKind
+from workflow_comm.models import WorkflowPublic
+from workflow_comm.workflows import KIND_BY_FUNCTION
+
+TERMINAL_STATUSES = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
+
+
+async def find_status(workflow_id: str) -> WorkflowStatus | None:
+    return await within_db_timeout(DBOS.get_workflow_status_async(workflow_id))
+
+
+async def require_status(workflow_id: str) -> WorkflowStatus:
+    """The workflow's status, or a 404 that says the workflow does not exist."""
+    status = await find_status(workflow_id)
+    if status is None:
+        raise HTTPException(404, f"Workflow '{workflow_id}' does not exist.")
+    return status
+
+
+async def start_once(
+    kind: WorkflowKind,
+    workflow: Callable[..., Coroutine[Any, Any, Any]],
+    workflow_id: str,
+    *args: Any,
+) -> bool:
+    """Start `workflow` under `workflow_id`; False if one of the same kind already has it.
+
+    A workflow of another kind with that ID is a 409. The arguments of a repeat are ignored:
+    the existing workflow goes on as it was started.
+    """
+    try:
+        with SetWorkflowID(workflow_id, workflow_id_reuse_policy="reject"):
+            await within_db_timeout(DBOS.start_workflow_async(workflow, *args))
+        return True
+    except dbos_error.DBOSWorkflowIDInUseError:
+        existing = await require_status(workflow_id)
+        existing_kind = KIND_BY_FUNCTION.get(existing.name)
+        if existing_kind != kind:
+            raise HTTPException(
+                409,
+                f"Workflow '{workflow_id}' already exists as a {existing_kind or existing.name} "
+                f"workflow; choose another ID to start a {kind} workflow.",
+            ) from None
+        return False
+
+
+def describe(status: WorkflowStatus) -> WorkflowPublic:
+    error = status.error
+    return WorkflowPublic(
+        workflow_id=status.workflow_id,
+        kind=KIND_BY_FUNCTION.get(status.name),
+        status=status.status,
+        name=status.name,
+        created_at=status.created_at,
+        updated_at=status.updated_at,
+        completed_at=status.completed_at,
+        executor_id=status.executor_id,
+        application_version=status.app_version,
+        result=status.output,
+        error=None if error is None else f"{type(error).__name__}: {error}",
+    )

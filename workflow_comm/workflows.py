@@ -1,0 +1,178 @@
+"""The three demo workflows, one per communication mechanism. No HTTP in here.
+
+Every set_event, write_stream and close_stream call sits in a workflow body, never in a step:
+DBOS checkpoints each one, so after a crash the recovered workflow skips the ones already
+done and each event and stream entry is written exactly once. (Inside a step they would be
+at-least-once: a retried step writes again.)
+"""
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from dbos import DBOS
+
+from workflow_comm.keys import (
+    EVENT_MESSAGE,
+    EVENT_PROGRESS,
+    EVENT_RESULT,
+    EVENT_STATUS,
+    STATUS_APPROVED,
+    STATUS_COMPLETED,
+    STATUS_REJECTED,
+    STATUS_STARTED,
+    STATUS_TIMED_OUT,
+    STATUS_WAITING,
+    STREAM_PROGRESS,
+    TOPIC_NOTIFICATION,
+    WorkflowKind,
+    status_processing,
+)
+
+
+def fibonacci(n: int) -> int:
+    """F(n), iteratively: real work, cheap enough to never hold the event loop."""
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+def percent_done(step: int, n_steps: int) -> int:
+    return step * 100 // n_steps
+
+
+def is_approval(message: Any) -> bool:
+    """Only `{"approved": true}` approves; anything else is a rejection."""
+    return isinstance(message, dict) and message.get("approved") is True
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@DBOS.step()
+async def compute_step(n: int, step_seconds: float) -> int:
+    """One step of work: wait `step_seconds` (without blocking the loop), then F(n).
+
+    A step is checkpointed: after a crash, finished steps are not run again.
+    """
+    await asyncio.sleep(step_seconds)
+    return fibonacci(n)
+
+
+async def _run_steps(n_steps: int, step_seconds: float) -> list[dict[str, int]]:
+    """Run the steps, publishing `status` and `progress` events from the workflow body."""
+    results = []
+    for step in range(1, n_steps + 1):
+        await DBOS.set_event_async(EVENT_STATUS, status_processing(step))
+        value = await compute_step(step, step_seconds)
+        results.append({"n": step, "fibonacci": value})
+        await DBOS.set_event_async(EVENT_PROGRESS, percent_done(step, n_steps))
+    return results
+
+
+@DBOS.workflow()
+async def workflow_with_events(n_steps: int, step_seconds: float) -> dict[str, Any]:
+    """Events: publish `status`, `progress` (0..100) and finally `result`."""
+    await DBOS.set_event_async(EVENT_STATUS, STATUS_STARTED)
+    await DBOS.set_event_async(EVENT_PROGRESS, 0)
+    results = await _run_steps(n_steps, step_seconds)
+    result = {"total_steps": n_steps, "results": results}
+    # `result` before the final `status`, so whoever sees "completed" can read the result.
+    await DBOS.set_event_async(EVENT_RESULT, result)
+    await DBOS.set_event_async(EVENT_STATUS, STATUS_COMPLETED)
+    return result
+
+
+@DBOS.workflow()
+async def workflow_with_messaging(
+    n_steps: int, step_seconds: float, approval_timeout: float
+) -> dict[str, Any]:
+    """Messaging: wait for a message on `notification`; run the steps only if approved.
+
+    The message may arrive before recv is called: DBOS keeps it in the workflow's mailbox.
+    The recv deadline is durable: after a crash and a late restart it times out, not waits anew.
+    """
+    await DBOS.set_event_async(EVENT_STATUS, STATUS_WAITING)
+    message = await DBOS.recv_async(TOPIC_NOTIFICATION, timeout_seconds=approval_timeout)
+    if message is None:
+        result: dict[str, Any] = {"outcome": STATUS_TIMED_OUT, "approved": False, "message": None}
+        await DBOS.set_event_async(EVENT_RESULT, result)
+        await DBOS.set_event_async(EVENT_STATUS, STATUS_TIMED_OUT)
+        return result
+    # Published so a client can see that its message arrived, and what it said.
+    await DBOS.set_event_async(EVENT_MESSAGE, message)
+    if not is_approval(message):
+        result = {"outcome": STATUS_REJECTED, "approved": False, "message": message}
+        await DBOS.set_event_async(EVENT_RESULT, result)
+        await DBOS.set_event_async(EVENT_STATUS, STATUS_REJECTED)
+        return result
+    await DBOS.set_event_async(EVENT_STATUS, STATUS_APPROVED)
+    await DBOS.set_event_async(EVENT_PROGRESS, 0)
+    results = await _run_steps(n_steps, step_seconds)
+    result = {
+        "outcome": STATUS_COMPLETED,
+        "approved": True,
+        "message": message,
+        "total_steps": n_steps,
+        "results": results,
+    }
+    await DBOS.set_event_async(EVENT_RESULT, result)
+    await DBOS.set_event_async(EVENT_STATUS, STATUS_COMPLETED)
+    return result
+
+
+def stream_entry_count(n_steps: int) -> int:
+    """start + (progress, result) per step + summary + complete."""
+    return 3 + 2 * n_steps
+
+
+@DBOS.workflow()
+async def workflow_with_streaming(n_steps: int, step_seconds: float) -> dict[str, Any]:
+    """Streaming: append an ordered log to `progress_stream`, then close it."""
+    await DBOS.write_stream_async(
+        STREAM_PROGRESS,
+        {"type": "start", "total_steps": n_steps, "message": "Starting", "timestamp": _now()},
+    )
+    results = []
+    for step in range(1, n_steps + 1):
+        await DBOS.write_stream_async(
+            STREAM_PROGRESS,
+            {
+                "type": "progress",
+                "step": step,
+                "total_steps": n_steps,
+                "percent": percent_done(step - 1, n_steps),
+                "message": f"Processing step {step}/{n_steps}",
+                "timestamp": _now(),
+            },
+        )
+        value = await compute_step(step, step_seconds)
+        results.append({"n": step, "fibonacci": value})
+        await DBOS.write_stream_async(
+            STREAM_PROGRESS,
+            {"type": "result", "step": step, "n": step, "fibonacci": value, "timestamp": _now()},
+        )
+    await DBOS.write_stream_async(
+        STREAM_PROGRESS,
+        {"type": "summary", "total_steps": n_steps, "results": results, "timestamp": _now()},
+    )
+    await DBOS.write_stream_async(
+        STREAM_PROGRESS, {"type": "complete", "message": "Done", "timestamp": _now()}
+    )
+    await DBOS.close_stream_async(STREAM_PROGRESS)
+    return {
+        "total_steps": n_steps,
+        "results": results,
+        "stream_entries": stream_entry_count(n_steps),
+    }
+
+
+# DBOS records a workflow by its function's name; this maps it back to the URL's kind.
+KIND_BY_FUNCTION: dict[str, WorkflowKind] = {
+    workflow_with_events.__name__: "events",
+    workflow_with_messaging.__name__: "messaging",
+    workflow_with_streaming.__name__: "streaming",
+}
+FUNCTION_BY_KIND: dict[WorkflowKind, str] = {kind: fn for fn, kind in KIND_BY_FUNCTION.items()}
