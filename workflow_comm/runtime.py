@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer
 from fastapi import FastAPI
 
+from workflow_comm.live.hub import LiveHub
 from workflow_comm.settings import APP_NAME, Settings, get_settings
 
 logger = logging.getLogger("workflow_comm")
@@ -36,21 +37,13 @@ def dbos_config(settings: Settings) -> DBOSConfig:
     return config
 
 
-def _probe_url(url: str) -> str:
-    """The URL for SQLAlchemy, with psycopg 3 as the Postgres driver (as DBOS uses)."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url.removeprefix(prefix)
-    return url
-
-
 class DatabaseProbe:
     """Answers "does the database answer?" in bounded time, apart from DBOS's retrying calls."""
 
     def __init__(self, settings: Settings) -> None:
         connect_args = {} if settings.is_sqlite else {"connect_timeout": 2}
         self._engine = sa.create_engine(
-            _probe_url(settings.system_database_url),
+            settings.sqlalchemy_url,
             pool_size=1,
             max_overflow=1,
             pool_pre_ping=True,
@@ -88,6 +81,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.settings = settings
     app.state.started_at = time.monotonic()
     app.state.db_probe = DatabaseProbe(settings)
+    app.state.live_hub = LiveHub(settings)
+    app.state.live_hub.start()
     logger.info(
         "serving with executor %s, version %s",
         settings.resolved_executor_id,
@@ -96,5 +91,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await app.state.live_hub.stop()
         app.state.db_probe.close()
         DBOS.destroy(workflow_completion_timeout_sec=0)

@@ -69,3 +69,25 @@ def describe(status: WorkflowStatus) -> WorkflowPublic:
         result=status.output,
         error=None if error is None else f"{type(error).__name__}: {error}",
     )
+
+
+async def read_page(
+    workflow_id: str, key: str, offset: int, limit: int
+) -> tuple[list[Any], bool, bool]:
+    """Values from `offset` written so far, at most `limit`: (values, has_more, closed).
+
+    timeout_seconds=0 makes DBOS yield what is there and then either end (the stream is
+    closed or its workflow finished) or raise DBOSStreamTimeoutError (still open).
+    """
+    values: list[Any] = []
+    reader = DBOS.read_stream_async(workflow_id, key, offset=offset, timeout_seconds=0)
+    try:
+        async for value in reader:
+            if len(values) == limit:
+                return values, True, False  # one more exists: this page is full
+            values.append(value)
+        return values, False, True
+    except dbos_error.DBOSStreamTimeoutError:
+        return values, False, False
+    finally:
+        await reader.aclose()

@@ -44,6 +44,22 @@ class Settings(BaseSettings):
     db_timeout_sec: float = Field(default=10.0, gt=0, le=120)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Live push (SSE and WebSocket).
+    # Connections beyond this get a 503 (SSE) or close code 1013 (WebSocket).
+    max_live_connections: int = Field(default=2000, ge=1, le=100_000)
+    # Items queued for one subscriber; one that falls this far behind is told where to
+    # resume and disconnected, so a slow reader never grows the server's memory.
+    live_buffer: int = Field(default=1000, ge=10, le=100_000)
+    # Stream values kept per live stream, so late joiners catch up without a database read.
+    live_replay_buffer: int = Field(default=1000, ge=0, le=100_000)
+    # A comment line this often on an idle SSE connection keeps proxies from closing it.
+    sse_heartbeat_sec: float = Field(default=15.0, ge=0.1, le=300)
+    # How often a watched workflow's status is read (its completion sends no notification).
+    live_status_poll_sec: float = Field(default=0.25, ge=0.01, le=10)
+    # How often a watched workflow's events are read without a notification: the only
+    # trigger on SQLite; on Postgres a fallback, since LISTEN/NOTIFY wakes readers at once.
+    live_events_poll_sec: float = Field(default=0.05, ge=0.005, le=10)
+
     @field_validator("system_database_url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
@@ -54,6 +70,14 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.system_database_url.startswith("sqlite:")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL for SQLAlchemy, with psycopg 3 as the Postgres driver (as DBOS)."""
+        for prefix in ("postgresql://", "postgres://"):
+            if self.system_database_url.startswith(prefix):
+                return "postgresql+psycopg://" + self.system_database_url.removeprefix(prefix)
+        return self.system_database_url
 
     @property
     def resolved_executor_id(self) -> str:

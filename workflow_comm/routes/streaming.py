@@ -1,9 +1,5 @@
 """Streaming: a workflow appends an ordered, durable log; clients read it while it grows."""
 
-from typing import Any
-
-from dbos import DBOS
-from dbos import error as dbos_error
 from fastapi import APIRouter
 
 from workflow_comm import keys
@@ -17,7 +13,7 @@ from workflow_comm.params import (
     StreamOffset,
     WorkflowId,
 )
-from workflow_comm.service import require_status, start_once
+from workflow_comm.service import read_page, require_status, start_once
 from workflow_comm.workflows import stream_entry_count, workflow_with_streaming
 
 router = APIRouter(
@@ -57,28 +53,6 @@ async def start_workflow_streaming(
         stream_key=keys.STREAM_PROGRESS,
         expected_entries=stream_entry_count(n_steps),
     )
-
-
-async def read_page(
-    workflow_id: str, key: str, offset: int, limit: int
-) -> tuple[list[Any], bool, bool]:
-    """Values from `offset` written so far, at most `limit`: (values, has_more, closed).
-
-    timeout_seconds=0 makes DBOS yield what is there and then either end (the stream is
-    closed or its workflow finished) or raise DBOSStreamTimeoutError (still open).
-    """
-    values: list[Any] = []
-    reader = DBOS.read_stream_async(workflow_id, key, offset=offset, timeout_seconds=0)
-    try:
-        async for value in reader:
-            if len(values) == limit:
-                return values, True, False  # one more exists: this page is full
-            values.append(value)
-        return values, False, True
-    except dbos_error.DBOSStreamTimeoutError:
-        return values, False, False
-    finally:
-        await reader.aclose()
 
 
 @router.get("/workflow-stream/{workflow_id}")
