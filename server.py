@@ -9,20 +9,50 @@ Set DBOS_SYSTEM_DATABASE_URL=postgresql://... to use Postgres (LISTEN/NOTIFY) in
 
 import argparse
 import os
+from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from workflow_comm.app import create_app
+from workflow_comm.settings import get_settings
+
+
+class Server(uvicorn.Server):
+    """uvicorn, but open live connections are told to go at the first signal.
+
+    uvicorn waits for open responses before it runs the app's shutdown; SSE and WebSocket
+    connections never end by themselves, so the live hub must end them first.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        hub = getattr(self.app.state, "live_hub", None)
+        if hub is not None:
+            hub.shutdown_threadsafe()
+        super().handle_exit(sig, frame)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("COMM_HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("COMM_PORT", "8000")))
     args = parser.parse_args()
     # The settings read these too: the default executor ID is derived from the port.
     os.environ["COMM_HOST"], os.environ["COMM_PORT"] = args.host, str(args.port)
-    uvicorn.run(create_app(), host=args.host, port=args.port, timeout_graceful_shutdown=5)
+    application = create_app()
+    config = uvicorn.Config(
+        application,
+        host=args.host,
+        port=args.port,
+        timeout_graceful_shutdown=5,
+        # A WebSocket frame carries one message plus a small envelope.
+        ws_max_size=get_settings().max_message_bytes + 4096,
+    )
+    Server(config, application).run()
 
 
 app = create_app() if __name__ != "__main__" else None

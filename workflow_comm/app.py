@@ -5,7 +5,15 @@ from fastapi import FastAPI
 from workflow_comm import __version__
 from workflow_comm.errors import install_error_handlers
 from workflow_comm.limits import BodySizeLimit
-from workflow_comm.routes import events, health, live, messaging, streaming, workflows
+from workflow_comm.routes import (
+    events,
+    health,
+    live,
+    messaging,
+    streaming,
+    websocket,
+    workflows,
+)
 from workflow_comm.runtime import lifespan
 from workflow_comm.settings import get_settings
 
@@ -18,7 +26,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     # live first: its fixed paths (/live) must win over the {event_key} catch-all.
-    for area in (live, events, messaging, streaming, workflows, health):
+    for area in (live, websocket, events, messaging, streaming, workflows, health):
         app.include_router(area.router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=get_settings().max_message_bytes)

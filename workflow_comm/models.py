@@ -4,7 +4,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from workflow_comm.keys import WorkflowKind
+from workflow_comm.keys import (
+    IDEMPOTENCY_KEY_MAX_LEN,
+    TOPIC_MAX_LEN,
+    TOPIC_NOTIFICATION,
+    TOPIC_PATTERN,
+    WorkflowKind,
+)
 
 
 class ErrorPublic(BaseModel):
@@ -136,3 +142,17 @@ class HealthPublic(BaseModel):
     executor_id: str
     application_version: str
     version: str
+
+
+class SocketSend(BaseModel):
+    """A WebSocket frame from the client: send `payload` to the workflow on `topic`."""
+
+    type: Literal["send"]
+    id: str | int | None = Field(default=None, description="Echoed in the ack or error.")
+    topic: str = Field(
+        default=TOPIC_NOTIFICATION, min_length=1, max_length=TOPIC_MAX_LEN, pattern=TOPIC_PATTERN
+    )
+    payload: dict[str, Any]
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=IDEMPOTENCY_KEY_MAX_LEN
+    )

@@ -1,5 +1,6 @@
 """The registry of watched workflows: subscribe, the connection cap, wakeups and shutdown."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,7 @@ class LiveHub:
         self.heartbeat = settings.sse_heartbeat_sec
         self.connections = 0
         self.closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._feeds: dict[str, WorkflowFeed] = {}
         self._history = EventHistory(settings)
         self._config = FeedConfig(
@@ -33,6 +35,7 @@ class LiveHub:
         )
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         if self._wakeups:
             self._wakeups.start()
 
@@ -47,6 +50,11 @@ class LiveHub:
         self.closing = True
         for feed in list(self._feeds.values()):
             feed.stop_all(Shutdown())
+
+    def shutdown_threadsafe(self) -> None:
+        """shutdown() from a signal handler or another thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.shutdown)
 
     def wake(self, workflow_id: str) -> None:
         feed = self._feeds.get(workflow_id)

@@ -1,0 +1,178 @@
+"""One WebSocket per workflow: stream values, event changes and status out; messages in."""
+
+import asyncio
+import contextlib
+import json
+from typing import Annotated, Any
+
+from dbos import DBOS
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from workflow_comm import keys
+from workflow_comm.errors import DatabaseUnavailable, within_db_timeout
+from workflow_comm.live.feed import Interest, Subscriber
+from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
+from workflow_comm.live.items import (
+    EventChange,
+    EventsEnd,
+    Overflow,
+    Shutdown,
+    StatusChange,
+    StatusEnd,
+    StreamEnd,
+    StreamValue,
+)
+from workflow_comm.models import SocketSend
+from workflow_comm.params import WorkflowId
+from workflow_comm.service import find_status
+from workflow_comm.settings import get_settings
+
+router = APIRouter(tags=["live"])
+
+# Close codes: 1000 done, 1001 server going away, 1008 fell behind, 1013 full, 4404 unknown.
+CLOSE_UNKNOWN_WORKFLOW = 4404
+
+
+class Socket:
+    """Serialises sends: the pump and the acks write to one connection from two tasks."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.ws = websocket
+        self._lock = asyncio.Lock()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        async with self._lock:
+            await self.ws.send_text(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+
+    async def error(self, detail: Any, frame_id: Any = None) -> None:
+        await self.send({"type": "error", "id": frame_id, "detail": detail})
+
+
+@router.websocket("/ws/workflows/{workflow_id}")
+async def workflow_socket(
+    websocket: WebSocket,
+    workflow_id: WorkflowId,
+    stream_key: Annotated[
+        str,
+        Query(min_length=1, max_length=keys.EVENT_KEY_MAX_LEN, pattern=keys.WORKFLOW_ID_PATTERN),
+    ] = keys.STREAM_PROGRESS,
+    stream_offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> None:
+    """Frames out: stream, event, status, ack, error, closed. Frames in: {"type": "send", ...}."""
+    await websocket.accept()
+    socket = Socket(websocket)
+    hub: LiveHub = websocket.app.state.live_hub
+    try:
+        known = await find_status(workflow_id)
+    except DatabaseUnavailable:
+        await socket.error("The database is unavailable; retry shortly.")
+        await websocket.close(code=1013)
+        return
+    if known is None:
+        await socket.error(f"Workflow '{workflow_id}' does not exist.")
+        await websocket.close(code=CLOSE_UNKNOWN_WORKFLOW)
+        return
+    try:
+        hub.acquire()
+    except LiveCapacityExceeded:
+        await socket.error(f"Too many live connections (limit {hub.max_connections}).")
+        await websocket.close(code=1013)
+        return
+    interest = Interest(
+        status=True, events=True, stream_key=stream_key, stream_offset=stream_offset
+    )
+    sub = hub.subscribe(workflow_id, interest)
+    pump = asyncio.create_task(_pump(socket, sub, workflow_id, hub.heartbeat))
+    listen = asyncio.create_task(_listen(socket, workflow_id))
+    try:
+        await asyncio.wait({pump, listen}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pump, listen):
+            task.cancel()
+        await asyncio.gather(pump, listen, return_exceptions=True)
+        hub.unsubscribe(workflow_id, sub)
+        hub.release()
+    if pump.done() and not pump.cancelled() and pump.exception() is None:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await websocket.close(code=pump.result())
+
+
+async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: float) -> int:
+    """Send what the hub hands the subscriber; returns the close code to use."""
+    next_offset = sub.interest.stream_offset
+    status = "PENDING"
+    async for item in sub.items(workflow_id, heartbeat):
+        if isinstance(item, StreamValue):
+            next_offset = item.offset + 1
+            await socket.send(
+                {"type": "stream", "key": item.key, "offset": item.offset, "value": item.value}
+            )
+        elif isinstance(item, EventChange):
+            await socket.send(
+                {"type": "event", "key": item.key, "value": item.value, "version": item.version}
+            )
+        elif isinstance(item, (StatusChange, StatusEnd)):
+            status = item.workflow.status
+            if isinstance(item, StatusChange):
+                await socket.send({"type": "status", "workflow": item.workflow.model_dump()})
+        elif isinstance(item, StreamEnd):
+            await socket.send(
+                {"type": "stream_closed", "key": item.key, "next_offset": item.next_offset}
+            )
+        elif isinstance(item, Overflow):
+            await socket.send({"type": "overflow", "resume_offset": next_offset})
+            return 1008
+        elif isinstance(item, Shutdown):
+            await socket.send({"type": "shutdown", "resume_offset": next_offset})
+            return 1001
+        elif isinstance(item, EventsEnd):
+            status = item.status
+    await socket.send({"type": "closed", "status": status})
+    return 1000
+
+
+async def _listen(socket: Socket, workflow_id: str) -> None:
+    """Turn each client frame into a message to the workflow, acknowledged or refused."""
+    limit = get_settings().max_message_bytes
+    while True:
+        message = await socket.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None:
+            await socket.error("Send JSON text frames, not binary.")
+            continue
+        if len(text.encode()) > limit:
+            await socket.error(f"Frame too large: the limit is {limit} bytes.")
+            continue
+        try:
+            frame = SocketSend.model_validate_json(text)
+        except ValidationError as exc:
+            await socket.error(_describe(exc), _frame_id(text))
+            continue
+        try:
+            await within_db_timeout(
+                DBOS.send_async(
+                    workflow_id, frame.payload, frame.topic, idempotency_key=frame.idempotency_key
+                )
+            )
+        except DatabaseUnavailable:
+            await socket.error("The database is unavailable; the message was not sent.", frame.id)
+            continue
+        await socket.send({"type": "ack", "id": frame.id, "topic": frame.topic})
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc']) or 'frame'}: {err['msg']}" for err in exc.errors()
+    ]
+    return 'Expected {"type": "send", "topic": ..., "payload": {...}}. ' + "; ".join(problems)
+
+
+def _frame_id(text: str) -> Any:
+    with contextlib.suppress(ValueError, AttributeError):
+        frame_id = json.loads(text).get("id")
+        if isinstance(frame_id, (str, int)):
+            return frame_id
+    return None
