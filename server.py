@@ -44,13 +44,15 @@ def main() -> None:
     # The settings read these too: the default executor ID is derived from the port.
     os.environ["COMM_HOST"], os.environ["COMM_PORT"] = args.host, str(args.port)
     application = create_app()
+    settings = get_settings()
     config = uvicorn.Config(
         application,
         host=args.host,
         port=args.port,
+        log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
         # A WebSocket frame carries one message plus a small envelope.
-        ws_max_size=get_settings().max_message_bytes + 4096,
+        ws_max_size=settings.max_message_bytes + 4096,
     )
     Server(config, application).run()
 

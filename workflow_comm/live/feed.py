@@ -106,7 +106,8 @@ class Subscriber:
             if item is None:
                 item = await self._next(heartbeat)
                 if item is None:
-                    yield None
+                    if self._control is None:
+                        yield None  # idle: time for a heartbeat
                     continue
             if isinstance(item, StreamValue):
                 if item.offset < stream_next:

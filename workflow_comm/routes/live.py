@@ -38,8 +38,6 @@ router = APIRouter(
     },
 )
 
-# How long EventSource waits before reconnecting after a dropped connection.
-RETRY_MS = 1000
 LastEventId = Annotated[
     int | None,
     Header(alias="Last-Event-ID", ge=-1, le=2**31 - 1, description="Resume after this id."),
@@ -121,7 +119,6 @@ async def live_stream(
     Ends with `event: closed`; `overflow` or `shutdown` carry `resume_offset` instead.
     """
     next_offset = sub.interest.stream_offset
-    yield ServerSentEvent(retry=RETRY_MS, comment="stream")
     async for item in sub.items(workflow_id, hub.heartbeat):
         if isinstance(item, StreamValue):
             next_offset = item.offset + 1
@@ -152,7 +149,6 @@ async def live_events(
     `Last-Event-ID: V` only keys changed since V are sent, each with its current value.
     """
     last = sub.interest.events_after
-    yield ServerSentEvent(retry=RETRY_MS, comment="events")
     async for item in sub.items(workflow_id, hub.heartbeat):
         if isinstance(item, EventChange):
             last = item.version
@@ -175,7 +171,6 @@ async def live_status(
     sub: Annotated[Subscriber, Depends(status_subscription)],
 ) -> AsyncIterator[ServerSentEvent]:
     """The workflow's status now and at every change; `closed` carries its result or error."""
-    yield ServerSentEvent(retry=RETRY_MS, comment="status")
     async for item in sub.items(workflow_id, hub.heartbeat):
         if isinstance(item, StatusChange):
             yield ServerSentEvent(raw_data=item.workflow.model_dump_json())
