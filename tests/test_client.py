@@ -1,0 +1,614 @@
+"""The Python client (workflow_comm/client.py) against a live server: sync, async, live push.
+
+Every test talks to a real server process over HTTP; nothing is mocked. Tests marked
+`needs_own_server` start (and restart) servers of their own.
+"""
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+import client_examples
+from tests.support import ROOT, ServerProcess, free_port, unique_id
+from workflow_comm import client as client_module
+from workflow_comm.client import (
+    AsyncWorkflowClient,
+    ClientTimeout,
+    Conflict,
+    ConnectionFailed,
+    NotFound,
+    PayloadTooLarge,
+    StreamDisconnected,
+    ValidationFailed,
+    WorkflowClient,
+)
+from workflow_comm.keys import (
+    EVENT_PROGRESS,
+    EVENT_RESULT,
+    EVENT_STATUS,
+    MESSAGE_MAX_BYTES_DEFAULT,
+    STATUS_COMPLETED,
+    STATUS_REJECTED,
+    STATUS_TIMED_OUT,
+    STATUS_WAITING,
+)
+from workflow_comm.workflows import stream_entry_count
+
+T = TypeVar("T")
+WAIT = 30.0  # generous bound on any wait for a workflow to finish
+
+
+@pytest.fixture
+def wc(base_url: str) -> Iterator[WorkflowClient]:
+    with WorkflowClient(base_url) as client:
+        yield client
+
+
+def run_async(base_url: str, body: Callable[[AsyncWorkflowClient], Awaitable[T]]) -> T:
+    """Run `body` with a fresh AsyncWorkflowClient in a fresh event loop."""
+
+    async def main() -> T:
+        async with AsyncWorkflowClient(base_url) as client:
+            return await body(client)
+
+    return asyncio.run(main())
+
+
+def live_requests(log: list[httpx.Request]) -> dict[str, Any]:
+    """httpx event hooks that record every request to a /live endpoint into `log`."""
+
+    def record(request: httpx.Request) -> None:
+        if request.url.path.endswith("/live"):
+            log.append(request)
+
+    return {"request": [record]}
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+def test_start_workflow_with_events_returns_the_started_workflow(wc: WorkflowClient) -> None:
+    """start_workflow_with_events returns the parsed start answer of a new workflow."""
+    wf = unique_id("ev")
+    started = wc.start_workflow_with_events(wf, 2, step_seconds=0)
+    assert (started.workflow_id, started.kind, started.created) == (wf, "events", True), started
+    assert started.query_endpoints.all_events == f"/workflow-events/{wf}/all", started
+
+
+def test_starting_an_existing_id_again_is_not_created(wc: WorkflowClient) -> None:
+    """A second start with the same ID and kind returns created=False, not an error."""
+    wf = unique_id("ev")
+    wc.start_workflow_with_events(wf, 1, step_seconds=0)
+    again = wc.start_workflow_with_events(wf, 1, step_seconds=0)
+    assert again.created is False, again
+
+
+def test_get_workflow_event_waits_for_the_value(wc: WorkflowClient) -> None:
+    """get_workflow_event returns the result event once the server-side wait sees it set."""
+    wf = unique_id("ev")
+    wc.start_workflow_with_events(wf, 3, step_seconds=0.05)
+    event = wc.get_workflow_event(wf, EVENT_RESULT, timeout=10)
+    fibs = [r["fibonacci"] for r in event.value["results"]]
+    assert (event.event_key, fibs) == (EVENT_RESULT, [1, 1, 2]), event
+
+
+def test_get_workflow_event_never_set_raises_not_found(wc: WorkflowClient) -> None:
+    """An event a finished workflow never set is a NotFound whose detail says 'is not set'."""
+    wf = unique_id("ev")
+    wc.start_workflow_with_events(wf, 1, step_seconds=0)
+    wc.wait_for_result(wf, timeout=WAIT)
+    with pytest.raises(NotFound) as caught:
+        wc.get_workflow_event(wf, "no-such-key", timeout=1)
+    assert "is not set" in str(caught.value.detail), caught.value.detail
+
+
+def test_get_all_workflow_events_returns_every_key(wc: WorkflowClient) -> None:
+    """get_all_workflow_events returns status, progress and result of a finished workflow."""
+    wf = unique_id("ev")
+    wc.start_workflow_with_events(wf, 2, step_seconds=0)
+    wc.wait_for_result(wf, timeout=WAIT)
+    events = wc.get_all_workflow_events(wf).events
+    assert events[EVENT_STATUS] == STATUS_COMPLETED, events
+    assert events[EVENT_PROGRESS] == 100, events
+    assert events[EVENT_RESULT]["total_steps"] == 2, events
+
+
+def test_poll_until_complete_reports_progress_and_returns_final_events(
+    wc: WorkflowClient,
+) -> None:
+    """poll_until_complete calls on_progress on changes and returns the completed events."""
+    wf = unique_id("ev")
+    wc.start_workflow_with_events(wf, 3, step_seconds=0.1)
+    seen: list[Any] = []
+    final = wc.poll_until_complete(
+        wf, timeout=WAIT, interval=0.05, on_progress=lambda e: seen.append(e.events)
+    )
+    assert final.events[EVENT_STATUS] == STATUS_COMPLETED, final.events
+    assert final.events[EVENT_RESULT]["total_steps"] == 3, final.events
+    assert seen and seen[-1] == final.events, f"{len(seen)} progress calls, last {seen[-1:]}"
+
+
+def test_poll_until_complete_times_out(wc: WorkflowClient) -> None:
+    """poll_until_complete raises ClientTimeout (a TimeoutError) when the deadline passes."""
+    wf = unique_id("msg")
+    wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=60)
+    began = time.monotonic()
+    with pytest.raises(ClientTimeout):
+        wc.poll_until_complete(wf, timeout=0.3, interval=0.05)
+    elapsed = time.monotonic() - began
+    assert elapsed < 10, f"gave up after {elapsed:.2f}s"
+    wc.cancel_workflow(wf)
+
+
+# -- messaging -----------------------------------------------------------------------------
+
+
+def test_start_workflow_with_messaging_passes_approval_timeout(wc: WorkflowClient) -> None:
+    """start_workflow_with_messaging sends approval_timeout; the answer echoes it."""
+    wf = unique_id("msg")
+    started = wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=42.5)
+    assert (started.kind, started.approval_timeout) == ("messaging", 42.5), started
+    wc.cancel_workflow(wf)
+
+
+def test_send_approval_runs_the_steps(wc: WorkflowClient) -> None:
+    """send_approval() approves: the workflow runs its steps and completes."""
+    wf = unique_id("msg")
+    wc.start_workflow_with_messaging(wf, 2, step_seconds=0)
+    sent = wc.send_approval(wf, message="ship it")
+    assert sent.payload == {"approved": True, "message": "ship it"}, sent
+    done = wc.wait_for_result(wf, timeout=WAIT)
+    assert done.result["outcome"] == STATUS_COMPLETED, done.result
+
+
+def test_send_approval_false_rejects(wc: WorkflowClient) -> None:
+    """send_approval(approved=False) makes the workflow end as rejected."""
+    wf = unique_id("msg")
+    wc.start_workflow_with_messaging(wf, 2, step_seconds=0)
+    wc.send_approval(wf, approved=False)
+    done = wc.wait_for_result(wf, timeout=WAIT)
+    assert done.result["outcome"] == STATUS_REJECTED, done.result
+
+
+def test_send_custom_message_on_another_topic_does_not_approve(wc: WorkflowClient) -> None:
+    """A message on another topic never reaches the approval wait, which then times out."""
+    wf = unique_id("msg")
+    wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=0.5)
+    sent = wc.send_custom_message(wf, {"approved": True}, topic="elsewhere")
+    assert sent.topic == "elsewhere", sent
+    done = wc.wait_for_result(wf, timeout=WAIT)
+    assert done.result["outcome"] == STATUS_TIMED_OUT, done.result
+
+
+def test_send_custom_message_sends_the_idempotency_key(wc: WorkflowClient) -> None:
+    """The idempotency_key argument reaches the server (it echoes the header back)."""
+    wf = unique_id("msg")
+    wc.start_workflow_with_messaging(wf, 1, step_seconds=0)
+    sent = wc.send_custom_message(wf, {"approved": True}, idempotency_key="key-1")
+    assert sent.idempotency_key == "key-1", sent
+
+
+# -- streaming -----------------------------------------------------------------------------
+
+
+def test_read_stream_returns_one_page(wc: WorkflowClient) -> None:
+    """read_stream with a limit returns that many values and says more are there."""
+    wf = unique_id("st")
+    wc.start_workflow_with_streaming(wf, 3, step_seconds=0)
+    wc.wait_for_result(wf, timeout=WAIT)
+    page = wc.read_stream(wf, offset=1, limit=2)
+    assert (page.offset, page.total_messages, page.next_offset) == (1, 2, 3), page
+    assert page.has_more and not page.closed, page
+
+
+def test_read_stream_all_joins_every_page(wc: WorkflowClient) -> None:
+    """read_stream_all follows next_offset page by page and returns the whole closed stream."""
+    wf = unique_id("st")
+    wc.start_workflow_with_streaming(wf, 3, step_seconds=0)
+    wc.wait_for_result(wf, timeout=WAIT)
+    whole = wc.read_stream_all(wf, page_size=2)
+    types = [v["type"] for v in whole.stream_values]
+    assert len(types) == stream_entry_count(3), types
+    assert (types[0], types[-1], whole.closed) == ("start", "complete", True), whole
+
+
+# -- workflows -----------------------------------------------------------------------------
+
+
+def test_get_workflow_returns_status_and_result(wc: WorkflowClient) -> None:
+    """get_workflow describes a finished workflow with its kind, status and result."""
+    wf = unique_id("ev")
+    wc.start_workflow_with_events(wf, 1, step_seconds=0)
+    wc.wait_for_result(wf, timeout=WAIT)
+    workflow = wc.get_workflow(wf)
+    assert (workflow.kind, workflow.status) == ("events", "SUCCESS"), workflow
+    assert workflow.result["total_steps"] == 1, workflow
+
+
+def test_wait_for_result_times_out(wc: WorkflowClient) -> None:
+    """wait_for_result raises ClientTimeout while the workflow keeps waiting."""
+    wf = unique_id("msg")
+    wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=60)
+    with pytest.raises(ClientTimeout):
+        wc.wait_for_result(wf, timeout=0.3, interval=0.05)
+    wc.cancel_workflow(wf)
+
+
+def test_list_workflows_filters_by_kind(wc: WorkflowClient) -> None:
+    """list_workflows(kind=...) returns only that kind, newest first."""
+    wf = unique_id("st")
+    wc.start_workflow_with_streaming(wf, 1, step_seconds=0)
+    listed = wc.list_workflows(kind="streaming", limit=20)
+    assert {w.kind for w in listed.data} == {"streaming"}, listed
+    assert wf in [w.workflow_id for w in listed.data], listed
+    assert listed.count == len(listed.data), listed
+
+
+def test_cancel_workflow_cancels(wc: WorkflowClient) -> None:
+    """cancel_workflow stops a waiting workflow: it is CANCELLED."""
+    wf = unique_id("msg")
+    wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=60)
+    action = wc.cancel_workflow(wf)
+    assert action.status == "CANCELLED", action
+    assert wc.get_workflow(wf).status == "CANCELLED"
+
+
+def test_resume_workflow_continues_a_cancelled_workflow(wc: WorkflowClient) -> None:
+    """resume_workflow restarts a cancelled workflow, which can then be approved."""
+    wf = unique_id("msg")
+    wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=60)
+    wc.cancel_workflow(wf)
+    action = wc.resume_workflow(wf)
+    assert action.status in ("PENDING", "ENQUEUED"), action
+    wc.send_approval(wf)
+    done = wc.wait_for_result(wf, timeout=WAIT)
+    assert done.status == "SUCCESS", done
+
+
+def test_health_reports_ok(wc: WorkflowClient) -> None:
+    """health() parses the report of a server whose database answers."""
+    health = wc.health()
+    assert (health.status, health.database.reachable) == ("ok", True), health
+
+
+# -- error mapping -------------------------------------------------------------------------
+
+
+def test_unknown_workflow_raises_not_found(wc: WorkflowClient) -> None:
+    """A 404 becomes NotFound carrying the status code and the server's detail."""
+    with pytest.raises(NotFound) as caught:
+        wc.get_workflow(unique_id("missing"))
+    assert caught.value.status_code == 404, caught.value.status_code
+    assert "does not exist" in caught.value.detail, caught.value.detail
+
+
+def test_id_of_another_kind_raises_conflict(wc: WorkflowClient) -> None:
+    """Starting a streaming workflow under an events workflow's ID is a 409 Conflict."""
+    wf = unique_id("ev")
+    wc.start_workflow_with_events(wf, 1, step_seconds=0)
+    with pytest.raises(Conflict) as caught:
+        wc.start_workflow_with_streaming(wf, 1, step_seconds=0)
+    assert caught.value.status_code == 409, caught.value
+
+
+def test_cancelling_a_finished_workflow_raises_conflict(wc: WorkflowClient) -> None:
+    """cancel_workflow on a finished workflow is a 409 Conflict that names its status."""
+    wf = unique_id("ev")
+    wc.start_workflow_with_events(wf, 1, step_seconds=0)
+    wc.wait_for_result(wf, timeout=WAIT)
+    with pytest.raises(Conflict) as caught:
+        wc.cancel_workflow(wf)
+    assert "SUCCESS" in caught.value.detail, caught.value.detail
+
+
+def test_oversized_message_raises_payload_too_large(wc: WorkflowClient) -> None:
+    """A body over the server's limit is a 413 PayloadTooLarge."""
+    wf = unique_id("msg")
+    wc.start_workflow_with_messaging(wf, 1, step_seconds=0)
+    with pytest.raises(PayloadTooLarge) as caught:
+        wc.send_custom_message(wf, {"blob": "x" * (MESSAGE_MAX_BYTES_DEFAULT + 1)})
+    assert caught.value.status_code == 413, caught.value
+    wc.cancel_workflow(wf)
+
+
+def test_out_of_bounds_parameter_raises_validation_failed(wc: WorkflowClient) -> None:
+    """A 422 becomes ValidationFailed; its detail lists the field and the message names it."""
+    with pytest.raises(ValidationFailed) as caught:
+        wc.start_workflow_with_events(unique_id("ev"), 0)
+    fields = [problem["loc"][-1] for problem in caught.value.detail]
+    assert fields == ["n_steps"], caught.value.detail
+    assert "n_steps" in str(caught.value), str(caught.value)
+
+
+def test_unreachable_server_raises_connection_failed() -> None:
+    """Nobody listening is a ConnectionFailed (a ConnectionError), not a raw httpx error."""
+    with (
+        WorkflowClient(f"http://127.0.0.1:{free_port()}", timeout=5) as client,
+        pytest.raises(ConnectionFailed) as caught,
+    ):
+        client.health()
+    assert isinstance(caught.value, ConnectionError), type(caught.value).__mro__
+
+
+# -- live push (server-sent events) --------------------------------------------------------
+
+
+def test_iter_stream_yields_every_offset_until_closed(wc: WorkflowClient) -> None:
+    """iter_stream yields offsets 0..n-1 in order with their values, and stops at `closed`."""
+    wf = unique_id("live")
+    wc.start_workflow_with_streaming(wf, 3, step_seconds=0.05)
+    items = list(wc.iter_stream(wf))
+    assert [i.offset for i in items] == list(range(stream_entry_count(3))), items
+    assert (items[0].value["type"], items[-1].value["type"]) == ("start", "complete"), items
+
+
+def test_iter_stream_starts_at_the_given_offset(wc: WorkflowClient) -> None:
+    """iter_stream(offset=k) begins at offset k."""
+    wf = unique_id("live")
+    wc.start_workflow_with_streaming(wf, 2, step_seconds=0)
+    offsets = [i.offset for i in wc.iter_stream(wf, offset=4)]
+    assert offsets == list(range(4, stream_entry_count(2))), offsets
+
+
+def test_iter_stream_resumes_after_dropped_connections(base_url: str) -> None:
+    """Connections that go silent past sse_read_timeout are dropped and resumed with
+    Last-Event-ID: every offset arrives exactly once, in order."""
+    requests: list[httpx.Request] = []
+    with WorkflowClient(
+        base_url,
+        sse_read_timeout=0.15,
+        retry_backoff=0.01,
+        max_backoff=0.1,
+        max_retries=30,
+        event_hooks=live_requests(requests),
+    ) as client:
+        wf = unique_id("live")
+        client.start_workflow_with_streaming(wf, 3, step_seconds=0.4)
+        offsets = [i.offset for i in client.iter_stream(wf)]
+    assert offsets == list(range(stream_entry_count(3))), offsets
+    resumed_at = [r.headers.get("Last-Event-ID") for r in requests[1:]]
+    assert len(requests) >= 2, f"{len(requests)} connections"
+    assert all(resumed_at), f"Last-Event-ID on reconnects: {resumed_at}"
+
+
+def test_iter_stream_unknown_workflow_raises_not_found(wc: WorkflowClient) -> None:
+    """A live stream of an unknown workflow is a NotFound, not a retry loop."""
+    with pytest.raises(NotFound):
+        list(wc.iter_stream(unique_id("missing")))
+
+
+def test_stream_live_updates_yields_the_values(wc: WorkflowClient) -> None:
+    """stream_live_updates yields the stream's values themselves, through `complete`."""
+    wf = unique_id("live")
+    wc.start_workflow_with_streaming(wf, 2, step_seconds=0)
+    types = [value["type"] for value in wc.stream_live_updates(wf)]
+    assert types == ["start", "progress", "result", "progress", "result", "summary", "complete"]
+
+
+def test_watch_events_yields_changes_until_the_workflow_ends(wc: WorkflowClient) -> None:
+    """watch_events yields {key, value, version} with rising versions, ending at completed."""
+    wf = unique_id("watch")
+    wc.start_workflow_with_events(wf, 2, step_seconds=0.05)
+    changes = list(wc.watch_events(wf))
+    versions = [c.version for c in changes]
+    assert versions == sorted(set(versions)), versions
+    last = {c.key: c.value for c in changes}
+    assert last[EVENT_STATUS] == STATUS_COMPLETED, last
+    assert last[EVENT_PROGRESS] == 100, last
+
+
+def test_watch_status_ends_with_the_result(wc: WorkflowClient) -> None:
+    """watch_status yields status changes; the last is SUCCESS with the workflow's result."""
+    wf = unique_id("watch")
+    wc.start_workflow_with_events(wf, 2, step_seconds=0.05)
+    statuses = list(wc.watch_status(wf))
+    assert statuses[-1].status == "SUCCESS", [s.status for s in statuses]
+    assert statuses[-1].result["total_steps"] == 2, statuses[-1]
+    assert len(statuses) == len({s.model_dump_json() for s in statuses}), "repeated status"
+
+
+@pytest.mark.needs_own_server
+def test_iter_stream_resumes_across_a_server_restart(tmp_path: Path) -> None:
+    """A server stopped mid-stream and restarted: the client reconnects with Last-Event-ID
+    and the recovered workflow's stream arrives complete, each offset once."""
+    executor = unique_id("executor")
+    first = ServerProcess(None, executor_id=executor, workdir=tmp_path).start()
+    second: ServerProcess | None = None
+    requests: list[httpx.Request] = []
+    offsets: list[int] = []
+    try:
+        with WorkflowClient(
+            first.base_url,
+            max_retries=40,
+            retry_backoff=0.05,
+            max_backoff=0.25,
+            event_hooks=live_requests(requests),
+        ) as client:
+            wf = unique_id("restart")
+            client.start_workflow_with_streaming(wf, 4, step_seconds=0.5)
+            for item in client.iter_stream(wf):
+                offsets.append(item.offset)
+                if item.offset == 2 and second is None:
+                    first.stop()
+                    second = ServerProcess(
+                        None, executor_id=executor, workdir=tmp_path, port=first.port
+                    ).start()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert offsets == list(range(stream_entry_count(4))), offsets
+    assert second is not None, "the stream ended before the restart"
+    resumed_at = [r.headers.get("Last-Event-ID") for r in requests[1:]]
+    assert resumed_at and all(int(i) >= 2 for i in resumed_at), f"reconnects: {resumed_at}"
+
+
+@pytest.mark.needs_own_server
+def test_live_connection_limit_is_retried_then_reported(tmp_path: Path) -> None:
+    """At the server's live-connection limit (503), iter_stream retries with backoff and,
+    if no slot frees up, raises StreamDisconnected carrying the 503."""
+    env = {"COMM_MAX_LIVE_CONNECTIONS": "1"}
+    with (
+        ServerProcess(None, workdir=tmp_path, env=env) as server,
+        WorkflowClient(
+            server.base_url, max_retries=2, retry_backoff=0.05, max_backoff=0.1
+        ) as client,
+    ):
+        wf = unique_id("limit")
+        client.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=60)
+        holder = client.watch_status(wf)
+        next(holder)  # holds the only live connection
+        with pytest.raises(StreamDisconnected) as caught:
+            list(client.iter_stream(wf))
+        holder.close()
+        client.cancel_workflow(wf)
+    assert caught.value.status_code == 503, caught.value
+
+
+# -- async client --------------------------------------------------------------------------
+
+
+def test_async_start_and_get_event(base_url: str) -> None:
+    """The async client starts a workflow and reads its result event."""
+
+    async def body(client: AsyncWorkflowClient) -> Any:
+        wf = unique_id("aev")
+        await client.start_workflow_with_events(wf, 2, step_seconds=0)
+        return (await client.get_workflow_event(wf, EVENT_RESULT, timeout=10)).value
+
+    result = run_async(base_url, body)
+    assert result["total_steps"] == 2, result
+
+
+def test_async_errors_map_like_sync(base_url: str) -> None:
+    """The async client raises the same NotFound for an unknown workflow."""
+
+    async def body(client: AsyncWorkflowClient) -> Any:
+        return await client.get_workflow(unique_id("missing"))
+
+    with pytest.raises(NotFound):
+        run_async(base_url, body)
+
+
+def test_async_poll_until_complete(base_url: str) -> None:
+    """Async poll_until_complete returns the completed events."""
+
+    async def body(client: AsyncWorkflowClient) -> Any:
+        wf = unique_id("aev")
+        await client.start_workflow_with_events(wf, 2, step_seconds=0.05)
+        return await client.poll_until_complete(wf, timeout=WAIT, interval=0.05)
+
+    final = run_async(base_url, body)
+    assert final.events[EVENT_STATUS] == STATUS_COMPLETED, final
+
+
+def test_async_approval_and_wait_for_result(base_url: str) -> None:
+    """Async send_approval approves a waiting workflow; wait_for_result sees it complete."""
+
+    async def body(client: AsyncWorkflowClient) -> Any:
+        wf = unique_id("amsg")
+        await client.start_workflow_with_messaging(wf, 1, step_seconds=0)
+        status = await client.get_workflow_event(wf, EVENT_STATUS, timeout=10)
+        assert status.value == STATUS_WAITING, status
+        await client.send_approval(wf)
+        return await client.wait_for_result(wf, timeout=WAIT, interval=0.05)
+
+    done = run_async(base_url, body)
+    assert done.result["outcome"] == STATUS_COMPLETED, done.result
+
+
+def test_async_read_stream_all(base_url: str) -> None:
+    """Async read_stream_all returns the whole stream across pages."""
+
+    async def body(client: AsyncWorkflowClient) -> Any:
+        wf = unique_id("ast")
+        await client.start_workflow_with_streaming(wf, 2, step_seconds=0)
+        await client.wait_for_result(wf, timeout=WAIT, interval=0.05)
+        return await client.read_stream_all(wf, page_size=3)
+
+    whole = run_async(base_url, body)
+    assert (whole.total_messages, whole.closed) == (stream_entry_count(2), True), whole
+
+
+def test_async_iter_stream(base_url: str) -> None:
+    """Async iter_stream yields every offset in order until closed."""
+
+    async def body(client: AsyncWorkflowClient) -> list[int]:
+        wf = unique_id("alive")
+        await client.start_workflow_with_streaming(wf, 2, step_seconds=0.05)
+        return [item.offset async for item in client.iter_stream(wf)]
+
+    offsets = run_async(base_url, body)
+    assert offsets == list(range(stream_entry_count(2))), offsets
+
+
+def test_async_watch_events_and_status(base_url: str) -> None:
+    """Async watch_events and watch_status, side by side, both end at completion."""
+
+    async def body(client: AsyncWorkflowClient) -> tuple[Any, Any]:
+        wf = unique_id("awatch")
+        await client.start_workflow_with_events(wf, 2, step_seconds=0.05)
+
+        async def changes() -> list[Any]:
+            return [c async for c in client.watch_events(wf)]
+
+        async def statuses() -> list[Any]:
+            return [s async for s in client.watch_status(wf)]
+
+        return await asyncio.gather(changes(), statuses())
+
+    changes, statuses = run_async(base_url, body)
+    assert {c.key: c.value for c in changes}[EVENT_STATUS] == STATUS_COMPLETED, changes
+    assert statuses[-1].status == "SUCCESS", statuses
+
+
+def test_async_client_runs_workflows_concurrently(base_url: str) -> None:
+    """Five workflows awaited with asyncio.gather finish in less time than one after another."""
+    count, steps, step_seconds = 5, 2, 0.3
+
+    async def body(client: AsyncWorkflowClient) -> list[Any]:
+        async def one(i: int) -> Any:
+            wf = unique_id(f"conc{i}")
+            await client.start_workflow_with_events(wf, steps, step_seconds=step_seconds)
+            return await client.wait_for_result(wf, timeout=WAIT, interval=0.05)
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+    began = time.monotonic()
+    results = run_async(base_url, body)
+    elapsed = time.monotonic() - began
+    assert [r.status for r in results] == ["SUCCESS"] * count, results
+    sequential = count * steps * step_seconds
+    assert elapsed < sequential, f"{elapsed:.2f}s for {count} workflows; sequential {sequential}s"
+
+
+# -- the examples script -------------------------------------------------------------------
+
+
+def test_client_examples_reexports_the_client() -> None:
+    """`from client_examples import WorkflowClient` gives the client of workflow_comm.client."""
+    assert client_examples.WorkflowClient is client_module.WorkflowClient
+    assert client_examples.AsyncWorkflowClient is client_module.AsyncWorkflowClient
+
+
+def test_client_examples_script_runs_every_example(base_url: str) -> None:
+    """`python client_examples.py --base-url URL --step-seconds 0` runs all 8 and exits 0."""
+    done = subprocess.run(
+        [sys.executable, "client_examples.py", "--base-url", base_url, "--step-seconds", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"exit {done.returncode}:\n{output[-3000:]}"
+    for number in range(1, 9):
+        assert f"--- Example {number} ok" in output, f"example {number}:\n{output[-3000:]}"
+    assert "All 8 examples passed." in output, output[-3000:]
