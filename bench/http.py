@@ -1,0 +1,156 @@
+"""The Transport of bench.scenarios over the server's HTTP API (aiohttp), plus an SSE reader."""
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from workflow_comm.keys import TOPIC_NOTIFICATION
+
+
+class HTTPError(Exception):
+    def __init__(self, method: str, url: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {url} -> {status}: {body[:200]}")
+        self.status = status
+
+
+@dataclass
+class ServerSentEvent:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+@dataclass
+class _Pending:
+    event: str = "message"
+    data: list[str] = field(default_factory=list)
+    id: str | None = None
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[ServerSentEvent]:
+    """Parse a text/event-stream body into events (comments and retry: are skipped)."""
+    pending = _Pending()
+    async for raw in response.content:
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if pending.data:
+                yield ServerSentEvent(pending.event, "\n".join(pending.data), pending.id)
+            pending = _Pending()
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            pending.event = value
+        elif name == "data":
+            pending.data.append(value)
+        elif name == "id":
+            pending.id = value
+
+
+def new_session(timeout_sec: float = 180.0) -> aiohttp.ClientSession:
+    """A session with no cap on connections: the load scenarios hold a thousand at once."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_sec),
+    )
+
+
+class HTTPTransport:
+    """Every call a scenario makes, as the documented HTTP request a client would make."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self.session = session
+        self.base_url = base_url
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        url = self.base_url + path
+        async with self.session.request(method, url, **kwargs) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise HTTPError(method, path, response.status, body.decode(errors="replace"))
+            return json.loads(body)
+
+    async def start_messaging(self, workflow_id: str) -> None:
+        await self.request(
+            "POST",
+            f"/start-workflow-messaging/{workflow_id}/1",
+            params={"step_seconds": "0", "approval_timeout": "60"},
+        )
+
+    async def start_events(self, workflow_id: str) -> None:
+        await self.request(
+            "POST", f"/start-workflow-events/{workflow_id}/1", params={"step_seconds": "0"}
+        )
+
+    async def start_event_ticks(self, workflow_id: str, n_ticks: int) -> None:
+        await self.request(
+            "POST", f"/bench/event-ticks/{workflow_id}", params={"n_ticks": str(n_ticks)}
+        )
+
+    async def start_stream_ticks(
+        self, workflow_id: str, n_values: int, interval_sec: float
+    ) -> None:
+        await self.request(
+            "POST",
+            f"/bench/stream-ticks/{workflow_id}",
+            params={"n_values": str(n_values), "interval_sec": str(interval_sec)},
+        )
+
+    async def get_event(self, workflow_id: str, key: str, timeout: float) -> Any | None:
+        try:
+            body = await self.request(
+                "GET", f"/workflow-events/{workflow_id}/{key}", params={"timeout": str(timeout)}
+            )
+        except HTTPError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return body["value"]
+
+    async def send(
+        self, workflow_id: str, payload: dict[str, Any], topic: str = TOPIC_NOTIFICATION
+    ) -> None:
+        await self.request(
+            "POST", f"/send-message/{workflow_id}", params={"topic": topic}, json=payload
+        )
+
+    @asynccontextmanager
+    async def live(
+        self, path: str, params: dict[str, str] | None = None
+    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+        """An open SSE response (headers received: the server has subscribed)."""
+        async with self.session.get(self.base_url + path, params=params) as response:
+            if response.status != 200:
+                body = await response.text()
+                raise HTTPError("GET", path, response.status, body)
+            yield sse_events(response)
+
+    @asynccontextmanager
+    async def subscribe(self, workflow_id: str, key: str) -> AsyncIterator[AsyncIterator[Any]]:
+        async with self.live(f"/workflow-stream/{workflow_id}/live", {"key": key}) as events:
+            yield stream_values(events)
+
+    async def pending_count(self) -> int:
+        body = await self.request("GET", "/workflows", params={"status": "PENDING", "limit": "1"})
+        count: int = body["count"]
+        return count
+
+
+async def stream_values(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[Any]:
+    """The values of a live stream, until its `closed` event."""
+    async for event in events:
+        if event.event == "closed":
+            return
+        if event.event == "message":
+            yield event.json()
+        elif event.event in ("overflow", "shutdown"):
+            raise RuntimeError(f"live stream ended early: {event.event} {event.data}")

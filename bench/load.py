@@ -1,0 +1,283 @@
+"""Scenarios only the HTTP side has: polling, fan-out, and many clients at once.
+
+A `Monitor` thread samples GET /health latency (on its own keep-alive connection, as a load
+balancer would), the server's RSS and threads (psutil) and its database connections
+(pg_stat_activity) while a scenario runs.
+"""
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Iterable
+from contextlib import nullcontext
+from typing import Any
+
+import httpx
+import psutil  # type: ignore[import-untyped]
+import psycopg
+
+from bench.http import HTTPError, HTTPTransport
+from bench.scenarios import PARK_SEC, WAIT_TIMEOUT_SEC, collect_stream, drain, new_id
+from bench.stats import summarize
+from bench.workflows import GO_TOPIC, TICK_STREAM
+from workflow_comm.keys import EVENT_MESSAGE, EVENT_STATUS, STATUS_WAITING, TOPIC_NOTIFICATION
+
+
+async def bounded(calls: Iterable[Awaitable[Any]], concurrency: int) -> list[Any]:
+    """Await `calls` with at most `concurrency` in flight; results in order."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(call: Awaitable[Any]) -> Any:
+        async with gate:
+            return await call
+
+    return await asyncio.gather(*(one(call) for call in calls))
+
+
+class Monitor:
+    """Samples /health, server RSS/threads and database connections every `interval` s."""
+
+    def __init__(
+        self, base_url: str, server_pid: int, database_url: str | None, interval: float = 0.05
+    ) -> None:
+        self.base_url = base_url
+        self.process = psutil.Process(server_pid)
+        self.database_url = database_url
+        self.interval = interval
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)
+
+    def __enter__(self) -> "Monitor":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        db = (
+            psycopg.connect(self.database_url, autocommit=True)
+            if self.database_url
+            else nullcontext(None)
+        )
+        with httpx.Client(base_url=self.base_url, timeout=30.0) as http, db as conn:
+            while not self._stop.is_set():
+                sample: dict[str, Any] = {"t": time.time()}
+                started = time.perf_counter()
+                try:
+                    sample["status"] = http.get("/health").status_code
+                except httpx.HTTPError:
+                    sample["status"] = 0
+                sample["health_ms"] = (time.perf_counter() - started) * 1000
+                sample["rss_mb"] = self.process.memory_info().rss / 2**20
+                sample["threads"] = self.process.num_threads()
+                if conn is not None:
+                    row = conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    ).fetchone()
+                    sample["db_connections"] = row[0] if row else None
+                self.samples.append(sample)
+                self._stop.wait(self.interval)
+
+    def window(self, start: float, end: float) -> list[dict[str, Any]]:
+        return [s for s in self.samples if start <= s["t"] <= end]
+
+
+def monitor_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    def peak(name: str) -> Any:
+        values = [s[name] for s in samples if s.get(name) is not None]
+        return round(max(values), 1) if values else None
+
+    return {
+        "health": summarize([s["health_ms"] for s in samples]),
+        "health_errors": sum(1 for s in samples if s["status"] != 200),
+        "peak_rss_mb": peak("rss_mb"),
+        "peak_threads": peak("threads"),
+        "peak_db_connections": peak("db_connections"),
+    }
+
+
+async def poll_stream(
+    transport: HTTPTransport, workflows: int, n_values: int, interval_sec: float, every: float
+) -> list[float]:
+    """The original client's way: GET /workflow-stream every `every` seconds (ms per value)."""
+    latencies: list[float] = []
+    for _ in range(workflows):
+        workflow_id = new_id("bench-poll")
+        await transport.start_stream_ticks(workflow_id, n_values, interval_sec)
+        await transport.send(workflow_id, {"go": True}, GO_TOPIC)
+        offset, next_poll = 0, time.monotonic()
+        while True:
+            page = await transport.request(
+                "GET",
+                f"/workflow-stream/{workflow_id}",
+                params={"key": TICK_STREAM, "offset": str(offset)},
+            )
+            now = time.time()
+            latencies.extend((now - v["written_at"]) * 1000 for v in page["stream_values"])
+            offset = page["next_offset"]
+            if page["closed"]:
+                break
+            next_poll += every
+            await asyncio.sleep(max(0.0, next_poll - time.monotonic()))
+    return latencies
+
+
+async def statements_sent(transport: HTTPTransport) -> int:
+    body = await transport.request("GET", "/bench/db-statements")
+    count: int = body["statements"]
+    return count
+
+
+async def fanout(
+    transport: HTTPTransport, subscribers: int, n_values: int, interval_sec: float
+) -> dict[str, Any]:
+    """One stream, `subscribers` live readers: delivery latency and SQL statements per value."""
+    workflow_id = new_id("bench-fan")
+    await transport.start_stream_ticks(workflow_id, n_values, interval_sec)
+    latencies: list[list[float]] = [[] for _ in range(subscribers)]
+    connected = 0
+    all_connected = asyncio.Event()
+    failures: list[str] = []
+
+    async def subscriber(sink: list[float]) -> None:
+        nonlocal connected
+        try:
+            async with transport.subscribe(workflow_id, TICK_STREAM) as values:
+                connected += 1
+                if connected == subscribers:
+                    all_connected.set()
+                await collect_stream(values, sink)
+        except (HTTPError, OSError, RuntimeError) as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+            if connected + len(failures) == subscribers:
+                all_connected.set()
+
+    tasks = [asyncio.create_task(subscriber(sink)) for sink in latencies]
+    await asyncio.wait_for(all_connected.wait(), 120)
+    await asyncio.sleep(PARK_SEC * 10)
+    # The idle rate (no value written yet), to subtract from the window's count.
+    idle_start, idle_t = await statements_sent(transport), time.monotonic()
+    await asyncio.sleep(1.0)
+    before, started = await statements_sent(transport), time.monotonic()
+    idle_rate = (before - idle_start) / (started - idle_t)
+    await transport.send(workflow_id, {"go": True}, GO_TOPIC)
+    await asyncio.wait_for(asyncio.gather(*tasks), WAIT_TIMEOUT_SEC + n_values * interval_sec * 4)
+    after, ended = await statements_sent(transport), time.monotonic()
+    flat = [lat for sink in latencies for lat in sink]
+    complete = sum(1 for sink in latencies if len(sink) == n_values)
+    return {
+        "subscribers": subscribers,
+        "values": n_values,
+        "latency": summarize(flat),
+        "samples": flat,
+        "complete_subscribers": complete,
+        "failures": len(failures),
+        "first_failure": failures[0] if failures else None,
+        "statements": after - before,
+        "idle_statements_per_sec": round(idle_rate, 2),
+        "statements_per_value": round(
+            (after - before - idle_rate * (ended - started)) / n_values, 2
+        ),
+    }
+
+
+async def concurrency(
+    transport: HTTPTransport,
+    monitor: Monitor,
+    n_workflows: int,
+    n_waiters: int,
+    n_subscribers: int,
+) -> dict[str, Any]:
+    """Many workflows parked in recv, clients parked on their `message` event, then a burst
+    of messages: /health latency, time to deliver to every watcher, RSS, threads, DB conns.
+
+    The first `n_waiters` workflows are watched by a waiting GET each, the next
+    `n_subscribers` by an events SSE subscriber each.
+    """
+    ids = [new_id("bench-conc") for _ in range(n_workflows)]
+    marks: dict[str, float] = {"begin": time.time()}
+    await bounded((transport.start_messaging(i) for i in ids), 25)
+    marks["started"] = time.time()
+    await bounded((_parked(transport, i) for i in ids), 25)
+    marks["parked"] = time.time()
+
+    received: dict[str, float] = {}
+    connected = 0
+    ready = asyncio.Event()
+    if n_subscribers == 0:
+        ready.set()
+
+    async def waiter(workflow_id: str) -> None:
+        value = await transport.get_event(workflow_id, EVENT_MESSAGE, 110.0)
+        if value is not None:
+            received[workflow_id] = time.time()
+
+    async def subscriber(workflow_id: str) -> None:
+        nonlocal connected
+        async with transport.live(f"/workflow-events/{workflow_id}/live") as events:
+            connected += 1
+            if connected == n_subscribers:
+                ready.set()
+            async for event in events:
+                if event.event == "message" and event.json().get("key") == EVENT_MESSAGE:
+                    received[workflow_id] = time.time()
+                    return
+
+    watchers = [asyncio.create_task(waiter(i)) for i in ids[:n_waiters]]
+    watchers += [
+        asyncio.create_task(subscriber(i)) for i in ids[n_waiters : n_waiters + n_subscribers]
+    ]
+    await asyncio.wait_for(ready.wait(), 120)
+    await asyncio.sleep(1.0)  # let the waiting GETs reach their wait
+    marks["watching"] = time.time()
+
+    sent_at: dict[str, float] = {}
+
+    async def send(workflow_id: str) -> None:
+        sent_at[workflow_id] = time.time()
+        await transport.send(workflow_id, {"approved": False}, TOPIC_NOTIFICATION)
+
+    await bounded((send(i) for i in ids), 50)
+    marks["sent"] = time.time()
+    results = await asyncio.wait_for(
+        asyncio.gather(*watchers, return_exceptions=True), WAIT_TIMEOUT_SEC * 4
+    )
+    marks["delivered"] = time.time()
+    await drain(transport)
+    marks["finished"] = time.time()
+    errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
+    latencies = [(received[i] - sent_at[i]) * 1000 for i in received]
+    loaded = monitor.window(marks["started"], marks["delivered"])
+    return {
+        "workflows": n_workflows,
+        "waiting_gets": n_waiters,
+        "sse_subscribers": n_subscribers,
+        "delivered_to_watchers": len(received),
+        "watcher_errors": len(errors),
+        "first_watcher_error": errors[0] if errors else None,
+        "start_sec": round(marks["started"] - marks["begin"], 2),
+        "send_all_sec": round(marks["sent"] - marks["watching"], 2),
+        "deliver_all_sec": round(marks["delivered"] - marks["watching"], 2),
+        "all_finished_sec": round(marks["finished"] - marks["watching"], 2),
+        "delivery": summarize(latencies),
+        "delivery_samples": latencies,
+        "under_load": monitor_summary(loaded),
+        "health_samples": [
+            [round(s["t"] - marks["begin"], 3), round(s["health_ms"], 2)]
+            for s in monitor.window(marks["begin"], marks["finished"])
+        ],
+        "marks": {k: round(v - marks["begin"], 3) for k, v in marks.items()},
+    }
+
+
+async def _parked(transport: HTTPTransport, workflow_id: str) -> None:
+    """Until the messaging workflow says it waits for approval (it is in recv, or about to be)."""
+    deadline = time.monotonic() + 60
+    while await transport.get_event(workflow_id, EVENT_STATUS, 5.0) != STATUS_WAITING:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{workflow_id} never reached {STATUS_WAITING}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,295 @@
+"""The benchmark run: start Postgres and servers, measure everything, write the results.
+
+Processes: this driver (HTTP clients, the NOTIFY floor, the monitor thread), the server
+(`python -m bench.server`, a separate process), the in-process DBOS baseline (`python -m
+bench.inprocess`, a separate process run while no server runs), and Postgres.
+"""
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from bench import load, scenarios
+from bench.floor import notify_floor
+from bench.http import HTTPTransport, new_session
+from bench.scales import Scale
+from bench.stats import summarize
+from tests.support import ROOT, ServerProcess, ThrowawayPostgres, unique_id, wait_until
+
+logger = logging.getLogger("bench")
+
+# Room for the concurrency and fan-out scenarios' live connections.
+BENCH_SERVER_ENV = {"COMM_MAX_LIVE_CONNECTIONS": "5000"}
+LIVE_PATHS = ("/workflow-stream/{workflow_id}/live", "/workflow-events/{workflow_id}/live")
+
+
+class BenchServer(ServerProcess):
+    """tests.support.ServerProcess, running bench.server: the app plus the bench routes."""
+
+    def start(self, ready_timeout: float = 60.0) -> "BenchServer":
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bench.server", "--port", str(self.port)],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(self._ready, timeout=ready_timeout, interval=0.1, what=f"{self.base_url} ready")
+        return self
+
+    def __enter__(self) -> "BenchServer":
+        return self.start()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+
+class Run:
+    """Collects measurements; a failing phase is recorded and the others still run."""
+
+    def __init__(self, scale: Scale) -> None:
+        self.scale = scale
+        self.latency: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, Any] = {"errors": [], "skipped": []}
+
+    def add_latency(self, key: str, label: str, backend: str, samples: list[float]) -> None:
+        self.latency[key] = {
+            "label": label,
+            "backend": backend,
+            "summary": summarize(samples),
+            "samples": [round(s, 3) for s in samples],
+        }
+        summary = self.latency[key]["summary"]
+        logger.info(
+            "%-28s n=%-5s p50=%-8s p99=%-8s max=%s ms",
+            key,
+            summary["n"],
+            summary["p50"],
+            summary["p99"],
+            summary["max"],
+        )
+
+    async def phase(self, name: str, call: Callable[[], Awaitable[None]]) -> None:
+        logger.info("== %s", name)
+        started = time.monotonic()
+        try:
+            await call()
+        except Exception as exc:
+            logger.error("phase %s failed: %s", name, exc)
+            self.results["errors"].append(
+                {
+                    "phase": name,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc()[-3000:],
+                }
+            )
+        logger.info("   %s took %.1fs", name, time.monotonic() - started)
+
+    def skip(self, what: str, why: str) -> None:
+        logger.warning("skipped %s: %s", what, why)
+        self.results["skipped"].append({"what": what, "why": why})
+
+
+def run_baseline(database_url: str, scale: Scale, workdir: Path) -> dict[str, Any]:
+    """The in-process DBOS baseline, in its own process with the server's DBOS settings."""
+    plan, out = workdir / "plan.json", workdir / "baseline.json"
+    plan.write_text(json.dumps(scale.baseline_plan()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMM_")}
+    env.update(
+        DBOS_SYSTEM_DATABASE_URL=database_url,
+        COMM_EXECUTOR_ID=unique_id("bench-inprocess"),
+        COMM_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--plan", str(plan), "--out", str(out)],
+        cwd=workdir,
+        env=env,
+        check=True,
+        timeout=1800,
+    )
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+async def has_live_endpoints(base_url: str) -> bool:
+    async with new_session() as session:
+        schema = await HTTPTransport(session, base_url).request("GET", "/openapi.json")
+    return all(path in schema["paths"] for path in LIVE_PATHS)
+
+
+async def measure_latencies(
+    run: Run, server: BenchServer, backend: str, share: float, live: bool
+) -> None:
+    """(2) message delivery, (3) event wake, (4) stream push (SSE and polling) over HTTP."""
+    scale = run.scale
+
+    def count(n: int) -> int:
+        return max(1, round(n * share))
+
+    async with new_session() as session:
+        http = HTTPTransport(session, server.base_url)
+
+        async def messages() -> None:
+            samples = await scenarios.message_delivery(http, count(scale.messages))
+            run.add_latency(f"message_http_{backend}", "message delivery, HTTP", backend, samples)
+
+        async def events() -> None:
+            samples = await scenarios.event_wake(http, count(scale.events))
+            run.add_latency(f"event_http_{backend}", "event wake, HTTP", backend, samples)
+
+        async def stream_sse() -> None:
+            samples = await scenarios.stream_push(
+                http, count(scale.stream_workflows), scale.stream_values, scale.stream_interval
+            )
+            run.add_latency(f"stream_sse_{backend}", "stream push, SSE", backend, samples)
+
+        async def stream_poll() -> None:
+            samples = await load.poll_stream(
+                http, count(scale.poll_workflows), scale.poll_values, scale.poll_interval, 1.0
+            )
+            run.add_latency(f"stream_poll_{backend}", "stream, polling 1/s", backend, samples)
+
+        await run.phase(f"message delivery ({backend})", messages)
+        await run.phase(f"event wake ({backend})", events)
+        if live:
+            await run.phase(f"stream push SSE ({backend})", stream_sse)
+        else:
+            run.skip(f"stream push SSE ({backend})", "the server has no live endpoints yet")
+        await run.phase(f"stream polling ({backend})", stream_poll)
+        await scenarios.drain(http)
+
+
+async def measure_postgres_load(
+    run: Run, server: BenchServer, database_url: str, live: bool
+) -> None:
+    """(6) throughput, (8) fan-out, (7) concurrency against the Postgres server."""
+    scale = run.scale
+    async with new_session() as session:
+        http = HTTPTransport(session, server.base_url)
+
+        async def throughput() -> None:
+            run.results["throughput_http"] = [
+                await scenarios.start_throughput(http, level, scale.throughput_seconds)
+                for level in scale.throughput_levels
+            ]
+            for row in run.results["throughput_http"]:
+                logger.info("   HTTP starts, %s clients: %s/s", row["concurrency"], row["per_sec"])
+
+        async def fanout() -> None:
+            rows = run.results.setdefault("fanout", [])
+            for subscribers in scale.fanout_levels:
+                row = await load.fanout(
+                    http, subscribers, scale.fanout_values, scale.fanout_interval
+                )
+                rows.append(row)
+                logger.info(
+                    "   fan-out %s: p99 %s ms, %s statements/value, %s failures",
+                    subscribers,
+                    row["latency"]["p99"],
+                    row["statements_per_value"],
+                    row["failures"],
+                )
+
+        async def concurrency() -> None:
+            subscribers = scale.conc_subscribers if live else 0
+            with load.Monitor(server.base_url, server.pid, database_url) as monitor:
+                row = await load.concurrency(
+                    http, monitor, scale.conc_workflows, scale.conc_waiters, subscribers
+                )
+            run.results["concurrency"] = row
+            logger.info(
+                "   concurrency: delivered %s in %ss, /health p99 %s ms, RSS %s MB",
+                row["delivered_to_watchers"],
+                row["deliver_all_sec"],
+                row["under_load"]["health"]["p99"],
+                row["under_load"]["peak_rss_mb"],
+            )
+
+        await run.phase("throughput (HTTP)", throughput)
+        if live:
+            await run.phase("fan-out", fanout)
+        else:
+            run.skip("fan-out", "the server has no live endpoints yet")
+        if not live:
+            run.skip("concurrency: SSE subscribers", "the server has no live endpoints yet")
+        await run.phase("concurrency", concurrency)
+
+
+async def run_all(scale: Scale, database_url: str | None, extra_env: dict[str, str]) -> Run:
+    run = Run(scale)
+    started = time.time()
+    workdir = Path(tempfile.mkdtemp(prefix="comm-bench-"))
+    postgres = None if database_url else ThrowawayPostgres()
+    try:
+        if postgres is not None:
+            server_db = postgres.create_database("bench_server")
+            baseline_db = postgres.create_database("bench_inprocess")
+        else:
+            assert database_url is not None
+            server_db = baseline_db = database_url
+
+        async def floor() -> None:
+            samples = await notify_floor(server_db, scale.floor)
+            run.add_latency("floor", "Postgres commit + NOTIFY (floor)", "postgres", samples)
+
+        await run.phase("floor", floor)
+
+        async def baseline() -> None:
+            result = await asyncio.to_thread(run_baseline, baseline_db, scale, workdir)
+            for key, label in (
+                ("message_delivery", "message delivery, in-process"),
+                ("event_wake", "event wake, in-process"),
+                ("stream_push", "stream push, in-process"),
+            ):
+                name = {"message_delivery": "message", "event_wake": "event"}.get(key, "stream")
+                run.add_latency(f"{name}_inprocess_postgres", label, "postgres", result[key])
+            run.results["throughput_inprocess"] = result["throughput"]
+            for row in result["throughput"]:
+                logger.info(
+                    "   in-process starts, %s clients: %s/s", row["concurrency"], row["per_sec"]
+                )
+
+        await run.phase("in-process DBOS baseline", baseline)
+
+        env = {**BENCH_SERVER_ENV, **extra_env}
+        with BenchServer(server_db, workdir=workdir, env=env) as server:
+            live = await has_live_endpoints(server.base_url)
+            await measure_latencies(run, server, "postgres", 1.0, live)
+            await measure_postgres_load(run, server, server_db, live)
+        (workdir / "sqlite").mkdir()
+        with BenchServer(None, workdir=workdir / "sqlite", env=env) as server:
+            await measure_latencies(run, server, "sqlite", scale.sqlite_share, live)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+    run.results["meta"] = {
+        "mode": scale.name,
+        "scale": scale.as_dict(),
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "duration_sec": round(time.time() - started, 1),
+        "database": "external (DBOS_SYSTEM_DATABASE_URL)" if database_url else "throwaway PG 18",
+        "live_endpoints": live,
+        "server_env": env,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {p: version(p) for p in ("dbos", "fastapi", "uvicorn", "psycopg")},
+        "clock": "driver, server and baseline share one machine: time.time() stamps compare",
+    }
+    return run

@@ -1,0 +1,86 @@
+"""The server under benchmark: the project's app plus two start routes for bench workflows.
+
+    python -m bench.server --host 127.0.0.1 --port 8200
+
+Everything measured goes through the app's own routes (send-message, workflow-events,
+workflow-stream, the live endpoints, start-workflow-*); only starting the benchmark's
+time-stamping workflows, and counting the SQL statements the process sends (to report
+database queries per streamed value), need the routes added here.
+"""
+
+import argparse
+import os
+import threading
+from typing import Annotated
+
+import sqlalchemy as sa
+from dbos import DBOS, SetWorkflowID
+from fastapi import APIRouter, FastAPI, Query
+
+from bench.workflows import bench_event_ticks, bench_stream_ticks
+from workflow_comm.app import create_app
+from workflow_comm.params import WorkflowId
+
+router = APIRouter(prefix="/bench", tags=["benchmark"])
+_statements = {"sent": 0}
+_statements_lock = threading.Lock()
+
+
+@sa.event.listens_for(sa.engine.Engine, "before_cursor_execute")
+def _count_statement(*_: object) -> None:
+    """Every SQL statement of every engine in this process (DBOS's and the health probe's)."""
+    with _statements_lock:  # DBOS sends its statements from many threads
+        _statements["sent"] += 1
+
+
+@router.get("/db-statements")
+async def db_statements() -> dict[str, int]:
+    """How many SQL statements this process has sent to its database so far."""
+    return {"statements": _statements["sent"]}
+
+
+@router.post("/event-ticks/{workflow_id}")
+async def start_event_ticks(
+    workflow_id: WorkflowId, n_ticks: Annotated[int, Query(ge=1, le=10_000)]
+) -> dict[str, str]:
+    """Start bench_event_ticks: one `tick-<i>` event per "go" message."""
+    with SetWorkflowID(workflow_id):
+        await DBOS.start_workflow_async(bench_event_ticks, n_ticks)
+    return {"workflow_id": workflow_id}
+
+
+@router.post("/stream-ticks/{workflow_id}")
+async def start_stream_ticks(
+    workflow_id: WorkflowId,
+    n_values: Annotated[int, Query(ge=1, le=100_000)],
+    interval_sec: Annotated[float, Query(ge=0, le=10)],
+) -> dict[str, str]:
+    """Start bench_stream_ticks: after one "go" message, a stamped value every interval."""
+    with SetWorkflowID(workflow_id):
+        await DBOS.start_workflow_async(bench_stream_ticks, n_values, interval_sec)
+    return {"workflow_id": workflow_id}
+
+
+def create_bench_app() -> FastAPI:
+    app = create_app()
+    app.include_router(router)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    # Before importing server.py: it builds its module-level app (and reads the settings).
+    os.environ["COMM_HOST"], os.environ["COMM_PORT"] = args.host, str(args.port)
+    import server
+
+    # server.main() itself, so the benchmark runs the same uvicorn setup (uvloop, httptools,
+    # the live hub's shutdown hook), with the bench routes added to the app it builds.
+    server.create_app = create_bench_app
+    server.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The benchmark runs end to end and writes its files (no timing is asserted here).
+
+`--smoke` is quick mode's code path with a handful of samples per measurement.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+
+pytest.importorskip("matplotlib", reason="the bench extra is not installed")
+pytest.importorskip("aiohttp", reason="the bench extra is not installed")
+
+
+@pytest.mark.needs_own_server
+def test_smoke_mode_writes_json_markdown_and_plots(tmp_path):
+    """`python -m bench --smoke` exits 0 and writes smoke.json, smoke.md and PNG plots."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, f"bench exited {run.returncode}:\n{run.stderr[-4000:]}"
+    results = json.loads((tmp_path / "smoke.json").read_text())
+    measured = {key for key, entry in results["latency"].items() if entry["summary"]["n"] > 0}
+    assert {"floor", "message_http_postgres", "event_http_postgres"} <= measured, measured
+    assert "| measurement |" in (tmp_path / "smoke.md").read_text()
+    plots = sorted(p.name for p in tmp_path.glob("smoke-*.png"))
+    assert plots, f"no plots in {sorted(p.name for p in tmp_path.iterdir())}"
