@@ -32,16 +32,17 @@ async def start_once(
     workflow: Callable[..., Coroutine[Any, Any, Any]],
     workflow_id: str,
     *args: Any,
-) -> bool:
-    """Start `workflow` under `workflow_id`; False if one of the same kind already has it.
+) -> tuple[bool, list[Any]]:
+    """Start `workflow` under `workflow_id`: (created, the arguments the workflow runs with).
 
-    A workflow of another kind with that ID is a 409. The arguments of a repeat are ignored:
-    the existing workflow goes on as it was started.
+    created is False if one of the same kind already has the ID; a repeat's arguments are
+    ignored, as the existing workflow goes on as it was started, so its own are returned.
+    A workflow of another kind with that ID is a 409.
     """
     try:
         with SetWorkflowID(workflow_id, workflow_id_reuse_policy="reject"):
             await within_db_timeout(DBOS.start_workflow_async(workflow, *args))
-        return True
+        return True, list(args)
     except dbos_error.DBOSWorkflowIDInUseError:
         existing = await require_status(workflow_id)
         existing_kind = KIND_BY_FUNCTION.get(existing.name)
@@ -51,7 +52,7 @@ async def start_once(
                 f"Workflow '{workflow_id}' already exists as a {existing_kind or existing.name} "
                 f"workflow; choose another ID to start a {kind} workflow.",
             ) from None
-        return False
+        return False, list(existing.input["args"]) if existing.input else list(args)
 
 
 def describe(status: WorkflowStatus) -> WorkflowPublic:

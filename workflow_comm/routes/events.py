@@ -35,7 +35,9 @@ async def start_workflow_events(
     step_seconds: StepSeconds = keys.STEP_SECONDS_DEFAULT,
 ) -> EventsWorkflowStarted:
     """Start a workflow that publishes `status`, `progress` and `result` events."""
-    created = await start_once("events", workflow_with_events, workflow_id, n_steps, step_seconds)
+    created, _ = await start_once(
+        "events", workflow_with_events, workflow_id, n_steps, step_seconds
+    )
     base = f"/workflow-events/{workflow_id}"
     return EventsWorkflowStarted(
         workflow_id=workflow_id,

@@ -41,7 +41,7 @@ async def start_workflow_messaging(
     approval_timeout: ApprovalTimeout = keys.APPROVAL_TIMEOUT_DEFAULT,
 ) -> MessagingWorkflowStarted:
     """Start a workflow that waits for an approval message before running its steps."""
-    created = await start_once(
+    created, (_, _, approval_timeout) = await start_once(
         "messaging", workflow_with_messaging, workflow_id, n_steps, step_seconds, approval_timeout
     )
     return MessagingWorkflowStarted(

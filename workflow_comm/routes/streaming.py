@@ -36,7 +36,7 @@ async def start_workflow_streaming(
     step_seconds: StepSeconds = keys.STEP_SECONDS_DEFAULT,
 ) -> StreamingWorkflowStarted:
     """Start a workflow that writes `progress_stream`: 3 + 2 * n_steps entries, then closes it."""
-    created = await start_once(
+    created, (n_steps, _) = await start_once(
         "streaming", workflow_with_streaming, workflow_id, n_steps, step_seconds
     )
     return StreamingWorkflowStarted(
