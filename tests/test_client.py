@@ -366,7 +366,7 @@ def test_iter_stream_resumes_after_dropped_connections(base_url: str) -> None:
         sse_read_timeout=0.15,
         retry_backoff=0.01,
         max_backoff=0.1,
-        max_retries=30,
+        max_retries=100,
         event_hooks=live_requests(requests),
     ) as client:
         wf = unique_id("live")
@@ -570,23 +570,22 @@ def test_async_watch_events_and_status(base_url: str) -> None:
 
 
 def test_async_client_runs_workflows_concurrently(base_url: str) -> None:
-    """Five workflows awaited with asyncio.gather finish in less time than one after another."""
-    count, steps, step_seconds = 5, 2, 0.3
+    """Five workflows driven with asyncio.gather overlap: each started before any finished."""
+    count = 5
 
     async def body(client: AsyncWorkflowClient) -> list[Any]:
         async def one(i: int) -> Any:
             wf = unique_id(f"conc{i}")
-            await client.start_workflow_with_events(wf, steps, step_seconds=step_seconds)
+            await client.start_workflow_with_events(wf, 2, step_seconds=0.5)
             return await client.wait_for_result(wf, timeout=WAIT, interval=0.05)
 
         return await asyncio.gather(*(one(i) for i in range(count)))
 
-    began = time.monotonic()
     results = run_async(base_url, body)
-    elapsed = time.monotonic() - began
     assert [r.status for r in results] == ["SUCCESS"] * count, results
-    sequential = count * steps * step_seconds
-    assert elapsed < sequential, f"{elapsed:.2f}s for {count} workflows; sequential {sequential}s"
+    last_start = max(r.created_at for r in results)
+    first_end = min(r.completed_at for r in results)
+    assert last_start < first_end, f"last started at {last_start}, first ended at {first_end}"
 
 
 # -- the examples script -------------------------------------------------------------------
