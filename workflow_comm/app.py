@@ -6,6 +6,7 @@ from workflow_comm import __version__
 from workflow_comm.errors import install_error_handlers
 from workflow_comm.limits import BodySizeLimit
 from workflow_comm.routes import (
+    dashboard,
     events,
     health,
     live,
@@ -28,6 +29,7 @@ def create_app() -> FastAPI:
     # live first: its fixed paths (/live) must win over the {event_key} catch-all.
     for area in (live, websocket, events, messaging, streaming, workflows, health):
         app.include_router(area.router)
+    dashboard.install(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=get_settings().max_message_bytes)
     return app

@@ -1,0 +1,105 @@
+"""The web dashboard: one page at `/`, its scripts and styles under `/static`.
+
+Plain HTML, CSS and JavaScript modules, no build step and nothing from the internet. The
+names and bounds the page needs come from `keys`, written into the page as JSON, so the page
+never repeats a literal the server owns.
+"""
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import HTMLResponse
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from workflow_comm import keys
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+CONFIG_PLACEHOLDER = "{{ dashboard_config }}"
+
+# Everything from this server only: no inline script, no third-party origin, no framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+router = APIRouter(include_in_schema=False)
+
+
+def page_config() -> dict[str, Any]:
+    """What the page needs to know: event keys, topic, stream key, statuses and bounds."""
+    return {
+        "events": {
+            "status": keys.EVENT_STATUS,
+            "progress": keys.EVENT_PROGRESS,
+            "result": keys.EVENT_RESULT,
+            "message": keys.EVENT_MESSAGE,
+        },
+        "topic": keys.TOPIC_NOTIFICATION,
+        "streamKey": keys.STREAM_PROGRESS,
+        "statuses": {
+            "waiting": keys.STATUS_WAITING,
+            "completed": keys.STATUS_COMPLETED,
+            "rejected": keys.STATUS_REJECTED,
+            "timedOut": keys.STATUS_TIMED_OUT,
+        },
+        "bounds": {
+            "workflowIdMaxLength": keys.WORKFLOW_ID_MAX_LEN,
+            "nSteps": [keys.N_STEPS_MIN, keys.N_STEPS_MAX],
+            "stepSeconds": [0, keys.STEP_SECONDS_MAX],
+            "approvalTimeoutMax": keys.APPROVAL_TIMEOUT_MAX,
+            "topicMaxLength": keys.TOPIC_MAX_LEN,
+        },
+        "defaults": {
+            "stepSeconds": keys.STEP_SECONDS_DEFAULT,
+            "approvalTimeout": keys.APPROVAL_TIMEOUT_DEFAULT,
+        },
+        "workflowIdPattern": keys.WORKFLOW_ID_PATTERN,
+    }
+
+
+@cache
+def render_index() -> str:
+    """index.html with the config filled in; read once, at install, never on the event loop."""
+    # Escaping "<" keeps the JSON from ever closing its <script> element.
+    config = json.dumps(page_config()).replace("<", "\\u003c")
+    return (STATIC_DIR / "index.html").read_text().replace(CONFIG_PLACEHOLDER, config)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def dashboard() -> HTMLResponse:
+    """The dashboard page."""
+    return HTMLResponse(render_index(), headers=SECURITY_HEADERS)
+
+
+class RevalidatedStaticFiles(StaticFiles):
+    """Static files the browser re-checks by ETag on each load: never a stale script."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def install(app: FastAPI) -> None:
+    """Serve the dashboard at `/` and its files under `/static`."""
+    render_index()
+    app.include_router(router)
+    app.mount("/static", RevalidatedStaticFiles(directory=STATIC_DIR), name="static")

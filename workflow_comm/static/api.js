@@ -1,0 +1,94 @@
+// Calls to the HTTP API, and its errors in plain words.
+
+/** An API call that did not succeed; `message` is already written for a person. */
+export class ApiError extends Error {
+  constructor(status, detail, message) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+// How the form names the fields the API reports in a 422.
+const FIELD_NAMES = {
+  workflow_id: "Workflow ID",
+  n_steps: "Steps",
+  step_seconds: "Seconds per step",
+  approval_timeout: "Approval timeout",
+  topic: "Topic",
+  body: "Message",
+  "Idempotency-Key": "Idempotency key",
+};
+
+function fieldName(loc) {
+  const field = [...loc].reverse().find((part) => typeof part === "string" && part in FIELD_NAMES);
+  return FIELD_NAMES[field] ?? loc.filter((part) => part !== "path" && part !== "query").join(".");
+}
+
+// One pydantic error ({loc, msg, type, ctx}) as "Steps must be at most 1000".
+function fieldProblem({ loc = [], msg = "", type = "", ctx = {} }) {
+  const what = {
+    missing: "is required",
+    int_parsing: "must be a whole number",
+    int_from_float: "must be a whole number",
+    float_parsing: "must be a number",
+    greater_than_equal: `must be at least ${ctx.ge}`,
+    greater_than: `must be more than ${ctx.gt}`,
+    less_than_equal: `must be at most ${ctx.le}`,
+    less_than: `must be less than ${ctx.lt}`,
+    string_too_short: `must have at least ${ctx.min_length} character(s)`,
+    string_too_long: `must have at most ${ctx.max_length} characters`,
+    string_pattern_mismatch: "may use only letters, digits and . _ - :, starting with a letter or digit",
+    dict_type: "must be a JSON object, like {\"approved\": true}",
+    json_invalid: "is not valid JSON",
+  }[type];
+  return `${fieldName(loc)} ${what ?? msg.charAt(0).toLowerCase() + msg.slice(1)}.`;
+}
+
+/** The error of an HTTP status and its `detail`, in words a person can act on. */
+export function plainWords(status, detail) {
+  const said = typeof detail === "string" ? detail : "";
+  if (status === 422 && Array.isArray(detail)) {
+    return `Please check the input: ${detail.map(fieldProblem).join(" ")}`;
+  }
+  switch (status) {
+    case 409:
+      return `That ID is already taken. ${said}`;
+    case 404:
+      return `Not found. ${said}`;
+    case 413:
+      return `The message is too large. ${said}`;
+    case 503:
+      return "The server's database is not answering right now. Try again in a few seconds.";
+    default:
+      if (status >= 500) return "The server ran into a problem. Try again; if it persists, see its log.";
+      return said || `The request failed (HTTP ${status}).`;
+  }
+}
+
+/** Call the API; resolves to the JSON body, rejects with an ApiError. */
+export async function request(method, path, { query, body } = {}) {
+  const url = new URL(path, window.location.origin);
+  for (const [name, value] of Object.entries(query ?? {})) url.searchParams.set(name, value);
+  const init = { method, headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(url, init);
+  } catch {
+    throw new ApiError(0, null, "The server could not be reached. Check that it is running.");
+  }
+  const json = await response.json().catch(() => null);
+  if (!response.ok) {
+    const detail = json?.detail ?? null;
+    throw new ApiError(response.status, detail, plainWords(response.status, detail));
+  }
+  return json;
+}
+
+/** A path segment, e.g. a workflow ID, safe inside a URL. */
+export const segment = (value) => encodeURIComponent(value);

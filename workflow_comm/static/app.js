@@ -1,0 +1,121 @@
+// The dashboard: start a workflow, follow it live, pick others from the recent list.
+
+import { request, segment } from "./api.js";
+import { config } from "./config.js";
+import { FollowedWorkflow } from "./follow.js";
+import { RecentList } from "./recent.js";
+
+const $ = (id) => document.getElementById(id);
+const form = $("start-form");
+const idInput = $("workflow-id");
+const idPattern = new RegExp(config.workflowIdPattern);
+
+const kind = () => form.elements.kind.value;
+
+let suggested = "";
+
+function suggestId() {
+  const random = crypto.getRandomValues(new Uint8Array(4));
+  suggested = `${kind()}-${Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+  idInput.value = suggested;
+}
+
+function describeBounds() {
+  const { bounds, defaults } = config;
+  const [minSteps, maxSteps] = bounds.nSteps;
+  const [minSeconds, maxSeconds] = bounds.stepSeconds;
+  Object.assign($("n-steps"), { min: minSteps, max: maxSteps });
+  Object.assign($("step-seconds"), { min: minSeconds, max: maxSeconds, value: defaults.stepSeconds });
+  Object.assign($("approval-timeout"), { min: 0, max: bounds.approvalTimeoutMax, value: defaults.approvalTimeout });
+  idInput.maxLength = bounds.workflowIdMaxLength;
+  $("message-topic").maxLength = bounds.topicMaxLength;
+  $("n-steps-hint").textContent = `${minSteps} to ${maxSteps}.`;
+  $("step-seconds-hint").textContent = `${minSeconds} to ${maxSeconds}; 0 runs at full speed.`;
+  $("approval-timeout-hint").textContent = "How long it waits for Approve or Reject.";
+}
+
+// The form checks only what would not even make a URL; the server judges the rest (422).
+function startRequest() {
+  const id = idInput.value.trim();
+  const steps = $("n-steps").value.trim();
+  const seconds = $("step-seconds").value.trim();
+  if (!id) return { problem: "Enter a workflow ID.", field: idInput };
+  if (!idPattern.test(id)) {
+    return { problem: "Workflow ID may use only letters, digits and . _ - :, starting with a letter or digit.", field: idInput };
+  }
+  if (!steps) return { problem: "Steps must be a whole number.", field: $("n-steps") };
+  if (!seconds) return { problem: "Seconds per step must be a number.", field: $("step-seconds") };
+  const query = { step_seconds: seconds };
+  if (kind() === "messaging") {
+    const timeout = $("approval-timeout").value.trim();
+    if (!timeout) return { problem: "Approval timeout must be a number.", field: $("approval-timeout") };
+    query.approval_timeout = timeout;
+  }
+  return { path: `/start-workflow-${kind()}/${segment(id)}/${encodeURIComponent(steps)}`, query };
+}
+
+function markInvalid(field) {
+  for (const input of form.querySelectorAll("input")) input.removeAttribute("aria-invalid");
+  if (field) {
+    field.setAttribute("aria-invalid", "true");
+    field.focus();
+  }
+}
+
+async function start(event, followed, recent) {
+  event.preventDefault();
+  const error = $("start-error");
+  error.textContent = "";
+  $("start-note").textContent = "";
+  const { problem, field, path, query } = startRequest();
+  if (problem) {
+    error.textContent = problem;
+    markInvalid(field);
+    return;
+  }
+  markInvalid(null);
+  const button = $("start-button");
+  button.disabled = true;
+  try {
+    const started = await request("POST", path, { query });
+    $("start-note").textContent = started.created
+      ? `Started ${started.kind} workflow ${started.workflow_id}.`
+      : `Workflow ${started.workflow_id} already exists; following it.`;
+    suggestId();
+    await followWorkflow(started.workflow_id, followed, recent);
+    recent.refresh();
+  } catch (failure) {
+    error.textContent = `Could not start the workflow. ${failure.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function followWorkflow(id, followed, recent) {
+  if (await followed.follow(id)) {
+    recent.setCurrent(id);
+    history.replaceState(null, "", `#${encodeURIComponent(id)}`);
+  }
+}
+
+function main() {
+  describeBounds();
+  suggestId();
+  let recent = null;
+  const followed = new FollowedWorkflow({ onStatus: (workflow) => recent?.update(workflow) });
+  recent = new RecentList({ onChoose: (id) => followWorkflow(id, followed, recent) });
+
+  form.addEventListener("submit", (event) => start(event, followed, recent));
+  $("suggest-id").addEventListener("click", suggestId);
+  const syncKind = () => {
+    $("approval-field").hidden = kind() !== "messaging";
+    if (idInput.value === suggested) suggestId(); // keep an ID the person typed
+  };
+  for (const radio of form.elements.kind) radio.addEventListener("change", syncKind);
+  syncKind(); // the browser may have restored another kind on reload
+  recent.start();
+  const linked = decodeURIComponent(window.location.hash.slice(1));
+  if (linked) followWorkflow(linked, followed, recent);
+}
+
+main();

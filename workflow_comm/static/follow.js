@@ -1,0 +1,260 @@
+// The followed workflow: status, events, stream log and messages, all pushed live.
+//
+// A browser opens at most 6 connections to one server over HTTP/1.1, so one workflow is
+// followed at a time, with two feeds: its status, plus its events (progress bar) or, for a
+// streaming workflow, its stream (the log).
+
+import { request, segment } from "./api.js";
+import { config } from "./config.js";
+import { clock, element, statusClass, TERMINAL } from "./format.js";
+import { LiveFeed, StreamCursor } from "./live.js";
+
+const SUMMARY_RESULTS_SHOWN = 8;
+
+const $ = (id) => document.getElementById(id);
+
+function describeEntry(entry) {
+  switch (entry.type) {
+    case "result":
+      return `Step ${entry.step}: fibonacci(${entry.n}) = ${entry.fibonacci}`;
+    case "summary": {
+      const values = entry.results.map((r) => r.fibonacci);
+      const shown = values.slice(0, SUMMARY_RESULTS_SHOWN).join(", ");
+      return `Summary of ${entry.total_steps} steps: ${shown}${values.length > SUMMARY_RESULTS_SHOWN ? ", …" : ""}`;
+    }
+    default:
+      return entry.message ?? JSON.stringify(entry);
+  }
+}
+
+export class FollowedWorkflow {
+  /** `onStatus(workflow)` is told every status the feeds report (for the recent list). */
+  constructor({ onStatus }) {
+    this.onStatus = onStatus;
+    this.feeds = [];
+    this.generation = 0;
+    this.workflow = null;
+    this.stepStatus = null;
+    this.eventVersions = {};
+    this.cursor = new StreamCursor();
+    this.totalSteps = null;
+    this.busy = false;
+    $("default-topic").textContent = config.topic;
+    $("message-topic").value = config.topic;
+    $("message-body").value = JSON.stringify({ approved: true, message: "Looks good" });
+    $("approve").addEventListener("click", () => this.send({ approved: true }, config.topic));
+    $("reject").addEventListener("click", () => this.send({ approved: false }, config.topic));
+    $("message-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.sendCustom();
+    });
+  }
+
+  get id() {
+    return this.workflow?.workflow_id ?? null;
+  }
+
+  /** Follow workflow `id`; false (and the reason shown) if it cannot be found. */
+  async follow(id) {
+    const generation = ++this.generation;
+    this.stop();
+    $("follow-error").textContent = "";
+    let workflow;
+    try {
+      workflow = await request("GET", `/workflows/${segment(id)}`);
+    } catch (error) {
+      if (generation === this.generation) $("follow-error").textContent = error.message;
+      return false;
+    }
+    if (generation !== this.generation) return false; // another follow() came after this one
+    this.reset(workflow);
+    const base = `/workflows/${segment(id)}`;
+    this.feeds = [
+      this.feed(`${base}/live`, (wf) => this.showWorkflow(wf), (wf) => this.showWorkflow(wf)),
+    ];
+    if (workflow.kind === "streaming") {
+      const key = encodeURIComponent(config.streamKey);
+      const url = () => `/workflow-stream/${segment(id)}/live?key=${key}&offset=${this.cursor.next}`;
+      this.feeds.push(this.feed(url, (value, offset) => this.showEntry(value, Number(offset)), (end) => this.streamClosed(end)));
+    } else {
+      this.feeds.push(this.feed(`/workflow-events/${segment(id)}/live`, (change) => this.showEvent(change)));
+    }
+    for (const feed of this.feeds) feed.start();
+    return true;
+  }
+
+  feed(url, onValue, onClosed) {
+    const feed = new LiveFeed({
+      url: typeof url === "function" ? url : () => url,
+      onValue,
+      onClosed,
+      onState: (state) => {
+        feed.state = state;
+        this.showConnection();
+      },
+    });
+    feed.state = "connecting";
+    return feed;
+  }
+
+  stop() {
+    for (const feed of this.feeds) feed.stop();
+    this.feeds = [];
+  }
+
+  reset(workflow) {
+    this.workflow = workflow;
+    this.stepStatus = null;
+    this.eventVersions = {};
+    this.cursor = new StreamCursor();
+    this.totalSteps = null;
+    $("followed-empty").hidden = true;
+    $("followed-body").hidden = false;
+    $("f-id").textContent = workflow.workflow_id;
+    $("f-kind").textContent = workflow.kind ?? workflow.name;
+    $("f-step").textContent = "–";
+    $("f-message").textContent = "nothing yet";
+    $("f-result").textContent = "Not finished yet.";
+    $("message-error").textContent = "";
+    $("message-note").textContent = "";
+    $("stream-log").replaceChildren();
+    $("stream-summary").textContent = "No entries yet.";
+    $("messaging-panel").hidden = workflow.kind !== "messaging";
+    $("stream-panel").hidden = workflow.kind !== "streaming";
+    this.setProgress(0);
+    this.showWorkflow(workflow);
+  }
+
+  showConnection() {
+    const states = this.feeds.map((feed) => feed.state);
+    let text = "Live";
+    if (states.includes("reconnecting")) text = "Reconnecting…";
+    else if (states.includes("connecting")) text = "Connecting…";
+    else if (states.every((state) => state === "finished")) text = "Finished: no more updates";
+    $("f-connection").textContent = text;
+  }
+
+  showWorkflow(workflow) {
+    this.workflow = { ...this.workflow, ...workflow };
+    const status = $("f-status");
+    status.textContent = workflow.status;
+    status.className = statusClass(workflow.status);
+    if (TERMINAL.has(workflow.status)) {
+      const outcome = workflow.error ?? workflow.result;
+      if (outcome !== null && outcome !== undefined) {
+        $("f-result").textContent = typeof outcome === "string" ? outcome : JSON.stringify(outcome, null, 2);
+      }
+    }
+    this.showMessaging();
+    this.onStatus(this.workflow);
+  }
+
+  showEvent({ key, value, version }) {
+    // A reconnect replays each key's current value: never let an older one win.
+    if (version <= (this.eventVersions[key] ?? -1)) return;
+    this.eventVersions[key] = version;
+    const { events } = config;
+    if (key === events.progress) this.setProgress(value);
+    else if (key === events.status) {
+      this.stepStatus = value;
+      $("f-step").textContent = value;
+      this.showMessaging();
+    } else if (key === events.message) $("f-message").textContent = JSON.stringify(value);
+    else if (key === events.result) $("f-result").textContent = JSON.stringify(value, null, 2);
+  }
+
+  showEntry(entry, offset) {
+    const verdict = this.cursor.judge(offset);
+    if (verdict === "repeat") return;
+    if (verdict === "gap") {
+      this.feeds[1].reconnect();
+      return;
+    }
+    const item = element(
+      "li",
+      {},
+      element("span", { className: "offset", textContent: `#${offset}` }),
+      element("span", { className: "entry-type", textContent: entry.type }),
+      element("span", { className: "entry-text", textContent: describeEntry(entry) }),
+    );
+    Object.assign(item.dataset, { offset: String(offset), type: entry.type });
+    if (entry.timestamp) {
+      const shown = clock(entry.timestamp, { ms: true });
+      item.append(element("time", { dateTime: entry.timestamp, textContent: shown }));
+    }
+    const log = $("stream-log");
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 8;
+    log.append(item);
+    if (atBottom) log.scrollTop = log.scrollHeight;
+
+    // The stream carries its own progress: start gives the step count, each result a step.
+    if (entry.type === "start") this.totalSteps = entry.total_steps;
+    if (entry.type === "result" && this.totalSteps) {
+      this.setProgress(Math.floor((entry.step * 100) / this.totalSteps));
+    }
+    if (entry.type === "complete") this.setProgress(100);
+    $("f-step").textContent = entry.message ?? entry.type;
+    // start, a progress and a result entry per step, summary, complete.
+    const of = this.totalSteps ? ` of ${3 + 2 * this.totalSteps}` : "";
+    $("stream-summary").textContent = `${this.cursor.next}${of} entries received.`;
+  }
+
+  streamClosed() {
+    $("stream-summary").textContent = `Stream closed: ${this.cursor.next} entries, each shown once, in order.`;
+  }
+
+  setProgress(value) {
+    const percent = Math.max(0, Math.min(100, Number(value) || 0));
+    $("f-progress").value = percent;
+    $("f-progress-text").textContent = `${percent}%`;
+  }
+
+  showMessaging() {
+    const finished = TERMINAL.has(this.workflow?.status);
+    const waiting = !finished && this.stepStatus === config.statuses.waiting;
+    $("approve").disabled = !waiting || this.busy;
+    $("reject").disabled = !waiting || this.busy;
+    $("send-message").disabled = finished || this.busy;
+    let state = `The workflow waits for a message on topic “${config.topic}”.`;
+    if (finished) state = "The workflow has finished; it takes no more messages.";
+    else if (this.stepStatus && !waiting) state = `The workflow received its message: ${this.stepStatus}.`;
+    $("messaging-state").textContent = state;
+  }
+
+  sendCustom() {
+    const topic = $("message-topic").value.trim();
+    let payload;
+    try {
+      payload = JSON.parse($("message-body").value);
+    } catch (error) {
+      $("message-error").textContent = `The message is not valid JSON: ${error.message}`;
+      return;
+    }
+    if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
+      $("message-error").textContent = 'The message must be a JSON object, like {"approved": true}.';
+      return;
+    }
+    if (!topic) {
+      $("message-error").textContent = "Enter a topic.";
+      return;
+    }
+    this.send(payload, topic);
+  }
+
+  async send(payload, topic) {
+    const id = this.id;
+    $("message-error").textContent = "";
+    $("message-note").textContent = "";
+    this.busy = true;
+    this.showMessaging();
+    try {
+      await request("POST", `/send-message/${segment(id)}`, { query: { topic }, body: payload });
+      if (id === this.id) $("message-note").textContent = `Sent ${JSON.stringify(payload)} on topic “${topic}”.`;
+    } catch (error) {
+      if (id === this.id) $("message-error").textContent = error.message;
+    } finally {
+      this.busy = false;
+      this.showMessaging();
+    }
+  }
+}
