@@ -1,7 +1,7 @@
 // Server-sent event feeds that survive dropped connections, and the stream log's offsets.
 
 const RETRY_FIRST_MS = 500;
-const RETRY_MAX_MS = 8000;
+const RETRY_MAX_MS = 5000;
 
 /**
  * One SSE endpoint, followed until it sends `closed`.
