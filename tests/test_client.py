@@ -71,6 +71,16 @@ def live_requests(log: list[httpx.Request]) -> dict[str, Any]:
     return {"request": [record]}
 
 
+def assert_resumed_with_last_event_id(requests: list[httpx.Request]) -> None:
+    """Reconnects happened, and from the first value received on, each sent Last-Event-ID.
+
+    (A connection dropped before any value arrived rightly resumes from ?offset alone.)
+    """
+    resumed_at = [r.headers.get("Last-Event-ID") for r in requests[1:]]
+    first = next((i for i, header in enumerate(resumed_at) if header), None)
+    assert first is not None and all(resumed_at[first:]), f"Last-Event-ID: {resumed_at}"
+
+
 # -- events --------------------------------------------------------------------------------
 
 
@@ -373,9 +383,7 @@ def test_iter_stream_resumes_after_dropped_connections(base_url: str) -> None:
         client.start_workflow_with_streaming(wf, 3, step_seconds=0.4)
         offsets = [i.offset for i in client.iter_stream(wf)]
     assert offsets == list(range(stream_entry_count(3))), offsets
-    resumed_at = [r.headers.get("Last-Event-ID") for r in requests[1:]]
-    assert len(requests) >= 2, f"{len(requests)} connections"
-    assert all(resumed_at), f"Last-Event-ID on reconnects: {resumed_at}"
+    assert_resumed_with_last_event_id(requests)
 
 
 def test_iter_stream_unknown_workflow_raises_not_found(wc: WorkflowClient) -> None:
@@ -547,6 +555,32 @@ def test_async_iter_stream(base_url: str) -> None:
 
     offsets = run_async(base_url, body)
     assert offsets == list(range(stream_entry_count(2))), offsets
+
+
+def test_async_iter_stream_resumes_after_dropped_connections(base_url: str) -> None:
+    """The async client also resumes silent, dropped connections with Last-Event-ID."""
+    requests: list[httpx.Request] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.url.path.endswith("/live"):
+            requests.append(request)
+
+    async def main() -> list[int]:
+        async with AsyncWorkflowClient(
+            base_url,
+            sse_read_timeout=0.15,
+            retry_backoff=0.01,
+            max_backoff=0.1,
+            max_retries=100,
+            event_hooks={"request": [record]},
+        ) as client:
+            wf = unique_id("alive")
+            await client.start_workflow_with_streaming(wf, 2, step_seconds=0.4)
+            return [item.offset async for item in client.iter_stream(wf)]
+
+    offsets = asyncio.run(main())
+    assert offsets == list(range(stream_entry_count(2))), offsets
+    assert_resumed_with_last_event_id(requests)
 
 
 def test_async_watch_events_and_status(base_url: str) -> None:
