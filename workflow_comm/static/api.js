@@ -39,8 +39,9 @@ function fieldProblem({ loc = [], msg = "", type = "", ctx = {} }) {
     less_than: `must be less than ${ctx.lt}`,
     string_too_short: `must have at least ${ctx.min_length} character(s)`,
     string_too_long: `must have at most ${ctx.max_length} characters`,
-    string_pattern_mismatch: "may use only letters, digits and . _ - :, starting with a letter or digit",
-    dict_type: "must be a JSON object, like {\"approved\": true}",
+    string_pattern_mismatch:
+      "may use only letters, digits and . _ - :, starting with a letter or digit",
+    dict_type: 'must be a JSON object, like {"approved": true}',
     json_invalid: "is not valid JSON",
   }[type];
   return `${fieldName(loc)} ${what ?? msg.charAt(0).toLowerCase() + msg.slice(1)}.`;
@@ -62,7 +63,8 @@ export function plainWords(status, detail) {
     case 503:
       return "The server's database is not answering right now. Try again in a few seconds.";
     default:
-      if (status >= 500) return "The server ran into a problem. Try again; if it persists, see its log.";
+      if (status >= 500)
+        return "The server ran into a problem. Try again; if it persists, see its log.";
       return said || `The request failed (HTTP ${status}).`;
   }
 }

@@ -25,8 +25,16 @@ function describeBounds() {
   const [minSteps, maxSteps] = bounds.nSteps;
   const [minSeconds, maxSeconds] = bounds.stepSeconds;
   Object.assign($("n-steps"), { min: minSteps, max: maxSteps });
-  Object.assign($("step-seconds"), { min: minSeconds, max: maxSeconds, value: defaults.stepSeconds });
-  Object.assign($("approval-timeout"), { min: 0, max: bounds.approvalTimeoutMax, value: defaults.approvalTimeout });
+  Object.assign($("step-seconds"), {
+    min: minSeconds,
+    max: maxSeconds,
+    value: defaults.stepSeconds,
+  });
+  Object.assign($("approval-timeout"), {
+    min: 0,
+    max: bounds.approvalTimeoutMax,
+    value: defaults.approvalTimeout,
+  });
   idInput.maxLength = bounds.workflowIdMaxLength;
   $("message-topic").maxLength = bounds.topicMaxLength;
   $("n-steps-hint").textContent = `${minSteps} to ${maxSteps}.`;
@@ -41,14 +49,19 @@ function startRequest() {
   const seconds = $("step-seconds").value.trim();
   if (!id) return { problem: "Enter a workflow ID.", field: idInput };
   if (!idPattern.test(id)) {
-    return { problem: "Workflow ID may use only letters, digits and . _ - :, starting with a letter or digit.", field: idInput };
+    return {
+      problem:
+        "Workflow ID may use only letters, digits and . _ - :, starting with a letter or digit.",
+      field: idInput,
+    };
   }
   if (!steps) return { problem: "Steps must be a whole number.", field: $("n-steps") };
   if (!seconds) return { problem: "Seconds per step must be a number.", field: $("step-seconds") };
   const query = { step_seconds: seconds };
   if (kind() === "messaging") {
     const timeout = $("approval-timeout").value.trim();
-    if (!timeout) return { problem: "Approval timeout must be a number.", field: $("approval-timeout") };
+    if (!timeout)
+      return { problem: "Approval timeout must be a number.", field: $("approval-timeout") };
     query.approval_timeout = timeout;
   }
   return { path: `/start-workflow-${kind()}/${segment(id)}/${encodeURIComponent(steps)}`, query };

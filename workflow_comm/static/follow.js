@@ -19,8 +19,9 @@ function describeEntry(entry) {
       return `Step ${entry.step}: fibonacci(${entry.n}) = ${entry.fibonacci}`;
     case "summary": {
       const values = entry.results.map((r) => r.fibonacci);
+      const more = values.length > SUMMARY_RESULTS_SHOWN ? ", …" : "";
       const shown = values.slice(0, SUMMARY_RESULTS_SHOWN).join(", ");
-      return `Summary of ${entry.total_steps} steps: ${shown}${values.length > SUMMARY_RESULTS_SHOWN ? ", …" : ""}`;
+      return `Summary of ${entry.total_steps} steps: ${shown}${more}`;
     }
     default:
       return entry.message ?? JSON.stringify(entry);
@@ -69,15 +70,23 @@ export class FollowedWorkflow {
     if (generation !== this.generation) return false; // another follow() came after this one
     this.reset(workflow);
     const base = `/workflows/${segment(id)}`;
-    this.feeds = [
-      this.feed(`${base}/live`, (wf) => this.showWorkflow(wf), (wf) => this.showWorkflow(wf)),
-    ];
+    const showWorkflow = (wf) => this.showWorkflow(wf); // every change, and the final one
+    this.feeds = [this.feed(`${base}/live`, showWorkflow, showWorkflow)];
     if (workflow.kind === "streaming") {
       const key = encodeURIComponent(config.streamKey);
-      const url = () => `/workflow-stream/${segment(id)}/live?key=${key}&offset=${this.cursor.next}`;
-      this.feeds.push(this.feed(url, (value, offset) => this.showEntry(value, Number(offset)), (end) => this.streamClosed(end)));
+      const url = () =>
+        `/workflow-stream/${segment(id)}/live?key=${key}&offset=${this.cursor.next}`;
+      this.feeds.push(
+        this.feed(
+          url,
+          (value, offset) => this.showEntry(value, Number(offset)),
+          (end) => this.streamClosed(end),
+        ),
+      );
     } else {
-      this.feeds.push(this.feed(`/workflow-events/${segment(id)}/live`, (change) => this.showEvent(change)));
+      this.feeds.push(
+        this.feed(`/workflow-events/${segment(id)}/live`, (change) => this.showEvent(change)),
+      );
     }
     for (const feed of this.feeds) feed.start();
     return true;
@@ -130,7 +139,7 @@ export class FollowedWorkflow {
     let text = "Live";
     if (states.includes("reconnecting")) text = "Reconnecting…";
     else if (states.includes("connecting")) text = "Connecting…";
-    else if (states.every((state) => state === "finished")) text = "Finished: no more updates";
+    else if (states.every((state) => state === "finished")) text = "Finished";
     $("f-connection").textContent = text;
   }
 
@@ -142,7 +151,8 @@ export class FollowedWorkflow {
     if (TERMINAL.has(workflow.status)) {
       const outcome = workflow.error ?? workflow.result;
       if (outcome !== null && outcome !== undefined) {
-        $("f-result").textContent = typeof outcome === "string" ? outcome : JSON.stringify(outcome, null, 2);
+        $("f-result").textContent =
+          typeof outcome === "string" ? outcome : JSON.stringify(outcome, null, 2);
       }
     }
     this.showMessaging();
@@ -200,7 +210,7 @@ export class FollowedWorkflow {
   }
 
   streamClosed() {
-    $("stream-summary").textContent = `Stream closed: ${this.cursor.next} entries, each shown once, in order.`;
+    $("stream-summary").textContent = `Stream closed after ${this.cursor.next} entries.`;
   }
 
   setProgress(value) {
@@ -217,7 +227,8 @@ export class FollowedWorkflow {
     $("send-message").disabled = finished || this.busy;
     let state = `The workflow waits for a message on topic “${config.topic}”.`;
     if (finished) state = "The workflow has finished; it takes no more messages.";
-    else if (this.stepStatus && !waiting) state = `The workflow received its message: ${this.stepStatus}.`;
+    else if (this.stepStatus && !waiting)
+      state = `The workflow received its message: ${this.stepStatus}.`;
     $("messaging-state").textContent = state;
   }
 
@@ -231,7 +242,8 @@ export class FollowedWorkflow {
       return;
     }
     if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
-      $("message-error").textContent = 'The message must be a JSON object, like {"approved": true}.';
+      $("message-error").textContent =
+        'The message must be a JSON object, like {"approved": true}.';
       return;
     }
     if (!topic) {
@@ -249,7 +261,8 @@ export class FollowedWorkflow {
     this.showMessaging();
     try {
       await request("POST", `/send-message/${segment(id)}`, { query: { topic }, body: payload });
-      if (id === this.id) $("message-note").textContent = `Sent ${JSON.stringify(payload)} on topic “${topic}”.`;
+      if (id === this.id)
+        $("message-note").textContent = `Sent ${JSON.stringify(payload)} on topic “${topic}”.`;
     } catch (error) {
       if (id === this.id) $("message-error").textContent = error.message;
     } finally {

@@ -1,7 +1,12 @@
 // How statuses and times are shown.
 
 /** Workflow statuses after which nothing changes. */
-export const TERMINAL = new Set(["SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]);
+export const TERMINAL = new Set([
+  "SUCCESS",
+  "ERROR",
+  "CANCELLED",
+  "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+]);
 
 /** The CSS class of a status badge, e.g. "status-success". */
 export const statusClass = (status) => `badge status-${status.toLowerCase().replaceAll("_", "-")}`;

@@ -50,7 +50,9 @@ export class RecentList {
         ? `Newest first. Updated ${clock(Date.now())}.`
         : "No workflows yet: start one.";
     } catch (error) {
-      $("recent-error").textContent = `Could not load the list: ${error.message}`;
+      const problem = `Could not load the list: ${error.message}`;
+      // Only a change is announced: an alert repeated every few seconds would drown the page.
+      if ($("recent-error").textContent !== problem) $("recent-error").textContent = problem;
     }
   }
 
@@ -67,7 +69,8 @@ export class RecentList {
     workflows.forEach((workflow, index) => {
       const row = this.rows.get(workflow.workflow_id) ?? this.createRow(workflow.workflow_id);
       this.fill(row, workflow);
-      if (this.list.children[index] !== row) this.list.insertBefore(row, this.list.children[index] ?? null);
+      if (this.list.children[index] !== row)
+        this.list.insertBefore(row, this.list.children[index] ?? null);
     });
     if (focused && document.activeElement === document.body) {
       this.rows.get(focused)?.querySelector("button").focus();
