@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from workflow_comm.live.hub import LiveHub
 from workflow_comm.settings import APP_NAME, Settings, get_settings
+from workflow_comm.takeover import Takeover
 
 logger = logging.getLogger("workflow_comm")
 
@@ -76,8 +77,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     recovered async workflows on this loop. It runs before the server takes requests.
     """
     settings = get_settings()
+    takeover = Takeover(settings) if settings.takeover_enabled and not settings.is_sqlite else None
+    if takeover is not None:
+        # Before launch: DBOS recovers our own pending workflows as it launches, which must
+        # not overlap a survivor still handing them over.
+        await takeover.acquire_own_lock()
     DBOS(config=dbos_config(settings))
     DBOS.launch()
+    app.state.takeover = takeover
+    if takeover is not None:
+        takeover.start()
     app.state.settings = settings
     app.state.started_at = time.monotonic()
     app.state.db_probe = DatabaseProbe(settings)
@@ -94,3 +103,5 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.live_hub.stop()
         app.state.db_probe.close()
         DBOS.destroy(workflow_completion_timeout_sec=0)
+        if takeover is not None:
+            await takeover.stop()  # last: our lock says "alive" while our workflows may run

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     # trigger on SQLite; on Postgres a fallback, since LISTEN/NOTIFY wakes readers at once.
     live_events_poll_sec: float = Field(default=0.05, ge=0.005, le=10)
 
+    # Takeover (Postgres only): a surviving instance finishes a dead instance's workflows.
+    takeover_enabled: bool = True
+    # How often each instance looks for dead executors. A death is acted on after at most
+    # two intervals, and the workflows run again within about a second after that.
+    takeover_interval_sec: float = Field(default=2.0, ge=0.1, le=300)
+    # How long a starting instance waits for its own executor lock, held meanwhile by a
+    # survivor handing its workflows over, or by a live process with the same executor ID.
+    takeover_lock_wait_sec: float = Field(default=30.0, ge=0, le=600)
+
     @field_validator("system_database_url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
