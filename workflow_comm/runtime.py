@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
 import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer
 from fastapi import FastAPI
@@ -36,6 +37,29 @@ def dbos_config(settings: Settings) -> DBOSConfig:
     else:
         config["notification_coalesce_sec"] = settings.notification_coalesce_sec
     return config
+
+
+def wait_out_refused_connections() -> None:
+    """Make a workflow wait for the database when it refuses connections, not die.
+
+    DBOS retries a workflow's database calls until the database is back, but dbos 3.4.0 spots
+    a failed connection attempt by psycopg's words "connection failed". An attempt refused at
+    once (the socket file is gone or the local port closed while Postgres restarts) reads
+    "connection is bad", escapes, and kills the workflow's coroutine, leaving the workflow
+    PENDING until the process restarts. Marked as a lost connection, DBOS waits it out.
+    Outside workflows (requests) the error still surfaces at once, as a 503.
+    """
+    if not sa.event.contains(sa.engine.Engine, "handle_error", _refused_in_workflow):
+        sa.event.listen(sa.engine.Engine, "handle_error", _refused_in_workflow)
+
+
+def _refused_in_workflow(context: sa.engine.ExceptionContext) -> None:
+    if (
+        context.connection is None  # failed while connecting
+        and isinstance(context.original_exception, psycopg.OperationalError)
+        and DBOS.workflow_id is not None
+    ):
+        context.is_disconnect = True
 
 
 class DatabaseProbe:
@@ -82,6 +106,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Before launch: DBOS recovers our own pending workflows as it launches, which must
         # not overlap a survivor still handing them over.
         await takeover.acquire_own_lock()
+    wait_out_refused_connections()
     DBOS(config=dbos_config(settings))
     DBOS.launch()
     app.state.takeover = takeover
