@@ -8,9 +8,9 @@ process's connection closes (exit, SIGKILL, OOM kill, lost host).
 
 Every COMM_TAKEOVER_INTERVAL_SEC each instance lists the executors that own PENDING workflows
 of this application version. An executor whose lock it can take has no live process. It is
-taken over only when its lock is free on two scans at least half an interval apart (the
-first time the lock is released at once): a live instance whose lock connection merely
-dropped re-takes its lock within a fraction of a second and is left alone. The taker keeps
+taken over only when its lock is free on two scans in a row, an interval apart (the first
+time the lock is released at once): a live instance whose lock connection merely dropped
+re-takes its lock within a fraction of a second and is left alone. The taker keeps
 the lock while it hands the workflows to DBOS's recovery and releases it afterwards, so
 one survivor takes over a given executor, and an instance restarting under that executor
 ID waits for the handover to finish before it launches DBOS.
@@ -182,10 +182,17 @@ class Takeover:
                 continue
             try:
                 first_free = self._suspects.setdefault(executor, now)
-                if now - first_free >= self._interval / 2:
+                # Scans start at least an interval apart, so this is the second one in a row.
+                if now - first_free >= self._interval * 0.9:
                     await self._take_over(executor)
                     self._suspects.pop(executor, None)
                     taken.append(executor)
+                else:
+                    logger.warning(
+                        "executor %s holds no lock; taking over its workflows if it still "
+                        "holds none at the next scan",
+                        executor,
+                    )
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
         return taken
