@@ -62,6 +62,18 @@ class ThrowawayPostgres:
     def stop(self) -> None:
         self._server.cleanup()
 
+    def stop_postgres(self) -> None:
+        """Stop the server as an outage would (pg_ctl fast stop cuts every open connection).
+
+        The data folder is kept; start_postgres() brings the same server back.
+        """
+        self._server.stop()
+
+    def start_postgres(self) -> None:
+        """Start the stopped server again on the same data folder and socket: the same URL."""
+        with self._server._lock:
+            self._server.ensure_postgres_running()
+
 
 class ServerProcess:
     """`python server.py` as a child process, on its own port, with its own log file."""
