@@ -9,6 +9,7 @@ Set DBOS_SYSTEM_DATABASE_URL=postgresql://... to use Postgres (LISTEN/NOTIFY) in
 
 import argparse
 import os
+import socket
 from types import FrameType
 
 import uvicorn
@@ -54,7 +55,11 @@ def main() -> None:
         # A WebSocket frame carries one message plus a small envelope.
         ws_max_size=settings.max_message_bytes + 4096,
     )
-    Server(config, application).run()
+    listener = config.bind_socket()
+    if settings.socket_send_buffer:
+        # Set before listen(): accepted connections inherit it.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_send_buffer)
+    Server(config, application).run(sockets=[listener])
 
 
 app = create_app() if __name__ != "__main__" else None

@@ -9,6 +9,7 @@ of their own, to kill it, stop it, or run it with small limits.
 
 import asyncio
 import json
+import socket
 import statistics
 import time
 from collections.abc import Iterator
@@ -139,6 +140,9 @@ def percentile(samples: list[float], q: float) -> float:
 TUNED_CAP = 2
 TUNED_HEARTBEAT = 0.2
 TUNED_BUFFER = 10
+# Kernel send buffer per connection: small, so a client that stops reading stalls the
+# server's writes after kilobytes rather than megabytes of OS autotuning.
+TUNED_SEND_BUFFER = 4096
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +152,7 @@ def tuned_server(postgres_url: str) -> Iterator[ServerProcess]:
         "COMM_MAX_LIVE_CONNECTIONS": str(TUNED_CAP),
         "COMM_SSE_HEARTBEAT_SEC": str(TUNED_HEARTBEAT),
         "COMM_LIVE_BUFFER": str(TUNED_BUFFER),
+        "COMM_SOCKET_SEND_BUFFER": str(TUNED_SEND_BUFFER),
     }
     with ServerProcess(postgres_url, env=env) as server:
         yield server
@@ -395,32 +400,27 @@ def test_status_watch_shows_pending_then_success_with_result(client: httpx.Clien
     assert events[-1].json() == final, f"closed {events[-1].data} != {final}"
 
 
-SLOW_REASON = (
-    "overflow is unreachable over loopback: a client that stops reading leaves the server "
-    "blocked on its socket only after ~1.7-4 MB (kernel buffers, measured), more than the "
-    "largest stream this server writes (n_steps=1000: 2003 values, ~0.5 MB). The client gets "
-    "every value and `closed`, never `overflow`."
-)
-
-
 @pytest.mark.needs_own_server
-@pytest.mark.xfail(strict=True, reason=SLOW_REASON)
 def test_slow_consumer_is_cut_off_and_resumes_without_loss(
     tuned: httpx.Client, tuned_server: ServerProcess
 ) -> None:
-    """With COMM_LIVE_BUFFER=10, a client that stops reading while many more than 10 values
-    are written gets `overflow` with the offset to resume at and is disconnected; resuming
-    there completes the stream with nothing lost, and the server's memory stays bounded."""
-    workflow_id, n_steps = unique_id("live-slow"), 30
+    """With COMM_LIVE_BUFFER=10, a client that stops reading while far more is written than
+    the socket buffers hold gets `overflow` with the offset to resume at and is disconnected;
+    resuming there completes the stream with nothing lost, and the server's memory stays
+    bounded."""
+    workflow_id, n_steps = unique_id("live-slow"), 350
     memory_before = tuned.get("/health").json()["memory_mb"]
     start(tuned, "streaming", workflow_id, n_steps, step_seconds=0)
     path = f"/workflow-stream/{workflow_id}/live"
-    with connect_sse(tuned, "GET", path, timeout=SSE_TIMEOUT) as source:
+    # A small receive buffer on the client's side too, so the ~120 KB of this stream overflow them.
+    small_buffer = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+    slow_client = httpx.Client(base_url=str(tuned.base_url), transport=small_buffer)
+    with slow_client, connect_sse(slow_client, "GET", path, timeout=SSE_TIMEOUT) as source:
         events = sse_events(source)
         slow = [next(events)]
-        # Stop reading until the workflow has written everything (6x the buffer): the
-        # server's queue for this client fills up and the client is cut off.
-        finished(tuned, workflow_id)
+        # Stop reading until the workflow has written everything: the socket buffers and
+        # then the server's queue for this client fill up, and the client is cut off.
+        finished(tuned, workflow_id, timeout=120)
         slow.extend(events)
     memory_after = tuned.get("/health").json()["memory_mb"]
     assert slow[-1].event == "overflow", (

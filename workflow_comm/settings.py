@@ -1,11 +1,12 @@
 """Server settings, read once from the environment (and an optional `.env` file)."""
 
+import re
 import socket
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from workflow_comm import __version__
 from workflow_comm.keys import MESSAGE_MAX_BYTES_DEFAULT
@@ -14,11 +15,46 @@ APP_NAME = "dbos-workflow-communication"
 # DBOS's own default for an app of this name; dbos-config.yaml resolves to the same file.
 DEFAULT_SQLITE_URL = "sqlite:///dbos_workflow_communication.sqlite"
 
+# An API key: what `openssl rand -hex 32` or `secrets.token_urlsafe(32)` print.
+API_KEY_PATTERN = r"[A-Za-z0-9_\-.~+/=]{16,256}"
+# Letters, digits and _ only: the tenant prefix of a stored workflow ID ends at its first "--".
+TENANT_PATTERN = r"[A-Za-z0-9_]{1,32}"
+
+
+class ApiKey(BaseModel, frozen=True):
+    secret: SecretStr  # never shown by repr() or in logs
+    role: Literal["read", "write"]
+    tenant: str | None = None
+
+
+def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
+    """`key:role[:tenant]` items, comma-separated, e.g. "k1:write,k2:read,k3:write:acme"."""
+    keys: list[ApiKey] = []
+    for number, item in enumerate((i.strip() for i in text.split(",") if i.strip()), 1):
+        secret, _, rest = item.partition(":")
+        role, _, tenant = rest.partition(":")
+        # The key itself is never put in an error message: it may end up in a log.
+        where = f"COMM_API_KEYS item {number}"
+        if not re.fullmatch(API_KEY_PATTERN, secret):
+            raise ValueError(f"{where}: a key must be 16-256 letters, digits or _-.~+/=")
+        if role not in ("read", "write"):
+            raise ValueError(f"{where}: the role must be read or write, as in key:write")
+        if tenant and not re.fullmatch(TENANT_PATTERN, tenant):
+            raise ValueError(f"{where}: a tenant must be 1-32 letters, digits or _")
+        fields = {"secret": secret, "role": role, "tenant": tenant or None}
+        keys.append(ApiKey.model_validate(fields))
+    if len({k.secret.get_secret_value() for k in keys}) != len(keys):
+        raise ValueError("COMM_API_KEYS: the same key is listed twice")
+    return tuple(keys)
+
 
 class Settings(BaseSettings):
     """Every setting is an environment variable prefixed `COMM_`, except the database URL."""
 
-    model_config = SettingsConfigDict(env_prefix="COMM_", env_file=".env", extra="ignore")
+    # Errors never echo a value: it may be an API key or a database password.
+    model_config = SettingsConfigDict(
+        env_prefix="COMM_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     # The variable the dbos CLI reads too, so server and CLI see the same database.
     system_database_url: str = Field(
@@ -59,6 +95,10 @@ class Settings(BaseSettings):
     # How often a watched workflow's events are read without a notification: the only
     # trigger on SQLite; on Postgres a fallback, since LISTEN/NOTIFY wakes readers at once.
     live_events_poll_sec: float = Field(default=0.05, ge=0.005, le=10)
+    # Kernel send buffer per connection, in bytes; 0 keeps the OS's autotuning (up to a
+    # few MB). A client that stops reading is noticed (and a live one cut off with
+    # `overflow`) only once this buffer and COMM_LIVE_BUFFER items are full.
+    socket_send_buffer: int = Field(default=0, ge=0, le=64 * 1024 * 1024)
 
     # Takeover (Postgres only): a surviving instance finishes a dead instance's workflows.
     takeover_enabled: bool = True
@@ -68,6 +108,39 @@ class Settings(BaseSettings):
     # How long a starting instance waits for its own executor lock, held meanwhile by a
     # survivor handing its workflows over, or by a live process with the same executor ID.
     takeover_lock_wait_sec: float = Field(default=30.0, ge=0, le=600)
+
+    # Access control (workflow_comm/auth.py). Comma-separated `key:role[:tenant]` items, role
+    # `read` or `write`; e.g. "k1...:write,k2...:read,k3...:write:acme". Empty: all open.
+    api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = ()
+    # Origins a browser may call this API from, comma-separated ("*" for any). Empty: none.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    cors_max_age_sec: int = Field(default=600, ge=0, le=86_400)
+    # Concurrent GET /workflow-events/{id}/{key} requests waiting per client address; 429 past it.
+    max_waits_per_client: int = Field(default=100, ge=1, le=100_000)
+    # Prometheus metrics at /metrics. With API keys set, scraping needs a key without a tenant,
+    # unless metrics_public (e.g. when only the scraper's network reaches the server).
+    metrics_enabled: bool = True
+    metrics_public: bool = False
+    # "json": one JSON object per log line, with the workflow_id of the request it concerns.
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        return parse_api_keys(value) if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        origins = tuple(o.strip() for o in value.split(",") if o.strip())
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s,]+", origin):
+                raise ValueError(
+                    f"COMM_CORS_ORIGINS: {origin!r} is not an origin like https://app.example.com"
+                )
+        return origins
 
     @field_validator("system_database_url")
     @classmethod
