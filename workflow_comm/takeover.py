@@ -45,6 +45,7 @@ WHERE status = 'PENDING' AND application_version = %(version)s AND executor_id <
 """
 RETRY_LOCK_SEC = 0.2
 CONNECT_TIMEOUT_SEC = 5
+KEEPALIVE_IDLE_SEC, KEEPALIVE_INTERVAL_SEC, KEEPALIVE_COUNT = 10, 5, 3
 
 
 def executor_lock_key(executor_id: str) -> int:
@@ -111,6 +112,17 @@ class Takeover:
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_SEC,
             application_name=f"workflow-comm {purpose} {self._executor_id}"[:63],
+            # Over TCP, both ends probe the idle connection: if this host vanishes, Postgres
+            # drops its session, and so its lock, within about 25 s instead of hours.
+            keepalives=1,
+            keepalives_idle=KEEPALIVE_IDLE_SEC,
+            keepalives_interval=KEEPALIVE_INTERVAL_SEC,
+            keepalives_count=KEEPALIVE_COUNT,
+            options=(
+                f"-c tcp_keepalives_idle={KEEPALIVE_IDLE_SEC}"
+                f" -c tcp_keepalives_interval={KEEPALIVE_INTERVAL_SEC}"
+                f" -c tcp_keepalives_count={KEEPALIVE_COUNT}"
+            ),
         )
 
     async def _try_own_lock(self) -> bool:
