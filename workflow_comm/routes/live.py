@@ -26,7 +26,7 @@ from workflow_comm.live.items import (
     StreamValue,
 )
 from workflow_comm.models import ErrorPublic
-from workflow_comm.params import StreamKey, StreamOffset, WorkflowId
+from workflow_comm.params import STREAM_OFFSET_MAX, StreamKey, StreamOffset, WorkflowId
 from workflow_comm.service import require_status
 
 router = APIRouter(
@@ -40,7 +40,7 @@ router = APIRouter(
 
 LastEventId = Annotated[
     int | None,
-    Header(alias="Last-Event-ID", ge=-1, le=2**31 - 1, description="Resume after this id."),
+    Header(alias="Last-Event-ID", ge=-1, le=STREAM_OFFSET_MAX, description="Resume after this id."),
 ]
 
 

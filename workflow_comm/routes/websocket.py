@@ -24,7 +24,7 @@ from workflow_comm.live.items import (
     StreamValue,
 )
 from workflow_comm.models import SocketSend
-from workflow_comm.params import WorkflowId
+from workflow_comm.params import STREAM_OFFSET_MAX, WorkflowId
 from workflow_comm.service import find_status
 from workflow_comm.settings import get_settings
 
@@ -57,7 +57,7 @@ async def workflow_socket(
         str,
         Query(min_length=1, max_length=keys.EVENT_KEY_MAX_LEN, pattern=keys.WORKFLOW_ID_PATTERN),
     ] = keys.STREAM_PROGRESS,
-    stream_offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    stream_offset: Annotated[int, Query(ge=0, le=STREAM_OFFSET_MAX)] = 0,
 ) -> None:
     """Frames out: stream, event, status, ack, error, closed. Frames in: {"type": "send", ...}."""
     await websocket.accept()
