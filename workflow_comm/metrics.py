@@ -1,0 +1,143 @@
+"""Prometheus metrics, served at /metrics by routes/metrics.py (COMM_METRICS_ENABLED).
+
+No FastAPI in here: the workflows module imports `count_finished`.
+
+What is counted, and when:
+- comm_http_requests_total{method,route,status} and comm_http_request_duration_seconds
+  {method,route}: every HTTP request, labelled by its route template
+  ("/workflows/{workflow_id}", never the raw path, so the number of series stays bounded;
+  "unmatched" for paths no route serves). The duration runs until the response starts:
+  for a long-poll that includes its wait, for an SSE response it is the time to subscribe.
+- comm_live_connections, comm_live_watched_workflows: open SSE and WebSocket connections,
+  and the workflows they watch, read from the live hub at scrape time.
+- comm_waiting_requests: event reads waiting for a value now (COMM_MAX_WAITS_PER_CLIENT
+  bounds them per client address).
+- comm_workflows_started_total{kind}: workflows this process created (a repeated start of
+  an existing ID is not counted); exactly once per workflow, by the instance that created it.
+- comm_workflows_finished_total{kind,status}: SUCCESS or ERROR is counted by the process
+  whose run of the workflow function returned or raised; a workflow recovered after a crash
+  is counted by the process that finishes it. Once per workflow, except if a process dies in
+  the moment between the function's end and DBOS recording the outcome: the recovered run
+  then ends again and is counted again. CANCELLED is counted by the process that answered
+  POST /workflows/{id}/cancel (a cancelled run stops at its next step wherever it runs); if
+  the workflow is resumed, its final status is counted too. Not counted: workflows cancelled
+  outside this API (DBOS CLI) or exceeding their recovery attempts.
+- comm_messages_sent_total{transport}: messages accepted for a workflow (http or websocket).
+- comm_live_pushed_total{transport,type}: stream entries (type="stream"), event changes and
+  status changes handed to live clients (sse or websocket).
+Counters are per process and start at zero: sum them over instances with rate().
+
+Access: with no API keys configured /metrics is open, like everything else. With keys it
+needs a key without a tenant (metrics span every tenant); a Prometheus scrape config sends
+one with `authorization: {credentials: <key>}`. COMM_METRICS_PUBLIC=true opens it anyway.
+"""
+
+import functools
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from workflow_comm.keys import WorkflowKind
+
+# No `*_created` series: Prometheus needs none of them, and they double the output.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"
+
+HTTP_REQUESTS = Counter(
+    "comm_http_requests_total",
+    "HTTP requests by method, route template and status code.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "comm_http_request_duration_seconds",
+    "Seconds until the response started, by method and route template.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+LIVE_CONNECTIONS = Gauge("comm_live_connections", "Open SSE and WebSocket connections.")
+WATCHED_WORKFLOWS = Gauge("comm_live_watched_workflows", "Workflows with live subscribers.")
+WAITING_REQUESTS = Gauge(
+    "comm_waiting_requests", "GET /workflow-events/{id}/{key} requests waiting for a value."
+)
+WORKFLOWS_STARTED = Counter(
+    "comm_workflows_started_total", "Workflows created by this process, by kind.", ["kind"]
+)
+WORKFLOWS_FINISHED = Counter(
+    "comm_workflows_finished_total",
+    "Workflow runs that ended in this process, by kind and final status.",
+    ["kind", "status"],
+)
+MESSAGES_SENT = Counter(
+    "comm_messages_sent_total", "Messages accepted for a workflow, by transport.", ["transport"]
+)
+LIVE_PUSHED = Counter(
+    "comm_live_pushed_total",
+    "Stream entries, event changes and status changes sent to live clients.",
+    ["transport", "type"],
+)
+
+Workflow = TypeVar("Workflow", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+
+def count_finished(kind: WorkflowKind) -> Callable[[Workflow], Workflow]:
+    """Count the decorated workflow's runs that end here: SUCCESS (returned), ERROR (raised).
+
+    Goes under @DBOS.workflow(), so it wraps the body DBOS runs (again, after a crash). DBOS's
+    BaseExceptions pass uncounted: the run was cancelled (the cancel route counts that) or
+    lost the workflow to another process (which counts its end).
+    """
+
+    def decorate(workflow: Workflow) -> Workflow:
+        @functools.wraps(workflow)
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await workflow(*args, **kwargs)
+            except Exception:
+                WORKFLOWS_FINISHED.labels(kind, "ERROR").inc()
+                raise
+            WORKFLOWS_FINISHED.labels(kind, "SUCCESS").inc()
+            return result
+
+        return counted  # type: ignore[return-value]
+
+    return decorate
+
+
+class HttpMetrics:
+    """Count and time every HTTP request by its route template, never by its raw path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
+        recorded = False
+
+        def record(status: int) -> None:
+            nonlocal recorded
+            recorded = True
+            # Routing has run by now and left the matched route in the scope.
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_DURATION.labels(method, route).observe(time.perf_counter() - start)
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not recorded:
+                record(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        except Exception:
+            if not recorded:
+                record(500)  # the server's catch-all answers 500 outside this middleware
+            raise

@@ -1,0 +1,60 @@
+"""Operations: Prometheus metrics at /metrics (what they count: workflow_comm/metrics.py)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from workflow_comm.auth import AUTH_RESPONSES, Caller, authorize
+from workflow_comm.metrics import (
+    LIVE_CONNECTIONS,
+    WAITING_REQUESTS,
+    WATCHED_WORKFLOWS,
+    HttpMetrics,
+)
+from workflow_comm.models import ErrorPublic
+from workflow_comm.settings import get_settings
+
+
+async def metrics_access(caller: Annotated[Caller, Depends(authorize)]) -> None:
+    """Any key may scrape, but not a tenant's: the numbers cover every tenant."""
+    if caller.tenant is not None:
+        raise HTTPException(403, "Metrics cover every tenant: scrape with a key without one.")
+
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **AUTH_RESPONSES,
+        403: {"model": ErrorPublic, "description": "A tenant's key: metrics span all tenants"},
+    },
+)
+async def metrics() -> Response:
+    """Prometheus metrics: requests, latencies, live connections, workflows, messages."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def install(app: FastAPI) -> None:
+    """Serve /metrics and count every request. Call last: the counting must be outermost."""
+    settings = get_settings()
+    if not settings.metrics_enabled:
+        return
+    dependencies = [] if settings.metrics_public else [Depends(metrics_access)]
+    app.include_router(router, dependencies=dependencies)
+    app.add_middleware(HttpMetrics)
+
+    def hub_figure(name: str) -> float:
+        hub = getattr(app.state, "live_hub", None)
+        return float(getattr(hub, name)) if hub is not None else 0.0
+
+    LIVE_CONNECTIONS.set_function(lambda: hub_figure("connections"))
+    WATCHED_WORKFLOWS.set_function(lambda: hub_figure("watched_workflows"))
+    WAITING_REQUESTS.set_function(lambda: app.state.client_waits.total)
