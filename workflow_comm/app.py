@@ -1,22 +1,33 @@
 """The FastAPI application: routers, error handlers, body limit and the DBOS lifespan."""
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from workflow_comm import __version__
 from workflow_comm.errors import install_error_handlers
-from workflow_comm.limits import BodySizeLimit
+from workflow_comm.limits import BodySizeLimit, ClientWaits
 from workflow_comm.routes import (
     dashboard,
     events,
     health,
     live,
     messaging,
+    metrics,
     streaming,
     websocket,
     workflows,
 )
 from workflow_comm.runtime import lifespan
 from workflow_comm.settings import get_settings
+
+# What a browser page may send: the API key, JSON, and the resume point of a live stream.
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "X-API-Key",
+    "Content-Type",
+    "Idempotency-Key",
+    "Last-Event-ID",
+]
 
 
 def create_app() -> FastAPI:
@@ -31,5 +42,18 @@ def create_app() -> FastAPI:
         app.include_router(area.router)
     dashboard.install(app)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=get_settings().max_message_bytes)
+    settings = get_settings()
+    app.state.client_waits = ClientWaits(settings.max_waits_per_client)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)
+    if settings.cors_origins:
+        # Outside the body limit and auth, so a browser can read their 413 and 401 answers.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=["Retry-After"],
+            max_age=settings.cors_max_age_sec,
+        )
+    metrics.install(app)  # last added, so outermost: it counts every answer
     return app

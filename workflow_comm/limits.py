@@ -1,7 +1,11 @@
-"""A request body size limit, enforced before any route reads the body."""
+"""Resource bounds: request body size, and concurrent waiting requests per client."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from fastapi import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -67,3 +71,40 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+class ClientWaits:
+    """At most `limit` waiting requests per client address at once; 429 for the next one.
+
+    A waiting request costs the server little, but not nothing: this keeps one client from
+    holding thousands. Behind a proxy, run uvicorn with --forwarded-allow-ips so the address
+    is the client's, not the proxy's.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self._waiting: dict[str, int] = {}
+
+    @contextmanager
+    def hold(self, connection: HTTPConnection) -> Iterator[None]:
+        client = connection.client.host if connection.client else "unknown"
+        held = self._waiting.get(client, 0)
+        if held >= self.limit:
+            raise HTTPException(
+                429,
+                f"Too many waiting requests from this client (limit {self.limit}); "
+                "retry when one has returned.",
+                headers={"Retry-After": "1"},
+            )
+        self._waiting[client] = held + 1
+        self.total += 1
+        try:
+            yield
+        finally:
+            self.total -= 1
+            left = self._waiting[client] - 1
+            if left:
+                self._waiting[client] = left
+            else:
+                del self._waiting[client]

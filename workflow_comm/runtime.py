@@ -12,6 +12,7 @@ from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer
 from fastapi import FastAPI
 
 from workflow_comm.live.hub import LiveHub
+from workflow_comm.logs import configure_logging
 from workflow_comm.settings import APP_NAME, Settings, get_settings
 from workflow_comm.takeover import Takeover
 
@@ -101,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     recovered async workflows on this loop. It runs before the server takes requests.
     """
     settings = get_settings()
+    configure_logging(settings)
     takeover = Takeover(settings) if settings.takeover_enabled and not settings.is_sqlite else None
     if takeover is not None:
         # Before launch: DBOS recovers our own pending workflows as it launches, which must

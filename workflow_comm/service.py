@@ -7,8 +7,10 @@ from dbos import DBOS, SetWorkflowID, WorkflowStatus
 from dbos import error as dbos_error
 from fastapi import HTTPException
 
+from workflow_comm.auth import public_id, stored_id
 from workflow_comm.errors import within_db_timeout
 from workflow_comm.keys import WorkflowKind
+from workflow_comm.metrics import WORKFLOWS_STARTED
 from workflow_comm.models import WorkflowPublic
 from workflow_comm.workflows import KIND_BY_FUNCTION
 
@@ -16,7 +18,8 @@ TERMINAL_STATUSES = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_AT
 
 
 async def find_status(workflow_id: str) -> WorkflowStatus | None:
-    return await within_db_timeout(DBOS.get_workflow_status_async(workflow_id))
+    # IDs here are the client's; stored_id adds the caller's tenant prefix, if any (auth.py).
+    return await within_db_timeout(DBOS.get_workflow_status_async(stored_id(workflow_id)))
 
 
 async def require_status(workflow_id: str) -> WorkflowStatus:
@@ -40,8 +43,9 @@ async def start_once(
     A workflow of another kind with that ID is a 409.
     """
     try:
-        with SetWorkflowID(workflow_id, workflow_id_reuse_policy="reject"):
+        with SetWorkflowID(stored_id(workflow_id), workflow_id_reuse_policy="reject"):
             await within_db_timeout(DBOS.start_workflow_async(workflow, *args))
+        WORKFLOWS_STARTED.labels(kind).inc()
         return True, list(args)
     except dbos_error.DBOSWorkflowIDInUseError:
         existing = await require_status(workflow_id)
@@ -58,7 +62,7 @@ async def start_once(
 def describe(status: WorkflowStatus) -> WorkflowPublic:
     error = status.error
     return WorkflowPublic(
-        workflow_id=status.workflow_id,
+        workflow_id=public_id(status.workflow_id),
         kind=KIND_BY_FUNCTION.get(status.name),
         status=status.status,
         name=status.name,
@@ -81,7 +85,7 @@ async def read_page(
     closed or its workflow finished) or raise DBOSStreamTimeoutError (still open).
     """
     values: list[Any] = []
-    reader = DBOS.read_stream_async(workflow_id, key, offset=offset, timeout_seconds=0)
+    reader = DBOS.read_stream_async(stored_id(workflow_id), key, offset=offset, timeout_seconds=0)
     try:
         async for value in reader:
             if len(values) == limit:

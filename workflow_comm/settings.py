@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     cors_max_age_sec: int = Field(default=600, ge=0, le=86_400)
     # Concurrent GET /workflow-events/{id}/{key} requests waiting per client address; 429 past it.
-    max_waits_per_client: int = Field(default=100, ge=1, le=100_000)
+    max_waits_per_client: int = Field(default=1000, ge=1, le=100_000)
     # Prometheus metrics at /metrics. With API keys set, scraping needs a key without a tenant,
     # unless metrics_public (e.g. when only the scraper's network reaches the server).
     metrics_enabled: bool = True

@@ -28,6 +28,7 @@ from workflow_comm.keys import (
     WorkflowKind,
     status_processing,
 )
+from workflow_comm.metrics import count_finished
 
 
 def fibonacci(n: int) -> int:
@@ -73,6 +74,7 @@ async def _run_steps(n_steps: int, step_seconds: float) -> list[dict[str, int]]:
 
 
 @DBOS.workflow()
+@count_finished("events")
 async def workflow_with_events(n_steps: int, step_seconds: float) -> dict[str, Any]:
     """Events: publish `status`, `progress` (0..100) and finally `result`."""
     await DBOS.set_event_async(EVENT_STATUS, STATUS_STARTED)
@@ -86,6 +88,7 @@ async def workflow_with_events(n_steps: int, step_seconds: float) -> dict[str, A
 
 
 @DBOS.workflow()
+@count_finished("messaging")
 async def workflow_with_messaging(
     n_steps: int, step_seconds: float, approval_timeout: float
 ) -> dict[str, Any]:
@@ -129,6 +132,7 @@ def stream_entry_count(n_steps: int) -> int:
 
 
 @DBOS.workflow()
+@count_finished("streaming")
 async def workflow_with_streaming(n_steps: int, step_seconds: float) -> dict[str, Any]:
     """Streaming: append an ordered log to `progress_stream`, then close it."""
     await DBOS.write_stream_async(

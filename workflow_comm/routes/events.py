@@ -1,12 +1,16 @@
 """Events: a workflow publishes key/values; clients read one key (waiting) or all of them."""
 
+import contextlib
 from typing import Any
 
 from dbos import DBOS
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 
 from workflow_comm import keys
+from workflow_comm.auth import AUTH_RESPONSES, WRITE_RESPONSES, authorize, stored_id
 from workflow_comm.errors import within_db_timeout
+from workflow_comm.limits import ClientWaits
+from workflow_comm.logs import bind_workflow_id
 from workflow_comm.models import (
     ErrorPublic,
     EventEndpoints,
@@ -20,7 +24,9 @@ from workflow_comm.workflows import workflow_with_events
 
 router = APIRouter(
     tags=["events"],
+    dependencies=[Depends(bind_workflow_id), Depends(authorize)],
     responses={
+        **AUTH_RESPONSES,
         404: {"model": ErrorPublic, "description": "Unknown workflow, or event not set"},
         422: {"model": ErrorPublic, "description": "A parameter is out of bounds"},
         503: {"model": ErrorPublic, "description": "The database is unavailable"},
@@ -28,7 +34,13 @@ router = APIRouter(
 )
 
 
-@router.post("/start-workflow-events/{workflow_id}/{n_steps}")
+@router.post(
+    "/start-workflow-events/{workflow_id}/{n_steps}",
+    responses={
+        **WRITE_RESPONSES,
+        409: {"model": ErrorPublic, "description": "ID used by another kind"},
+    },
+)
 async def start_workflow_events(
     workflow_id: WorkflowId,
     n_steps: NSteps,
@@ -63,12 +75,18 @@ async def start_workflow_events(
 async def get_all_workflow_events(workflow_id: WorkflowId) -> EventsPublic:
     """Every event the workflow has set, latest value of each, without waiting."""
     await require_status(workflow_id)
-    events: dict[str, Any] = await within_db_timeout(DBOS.get_all_events_async(workflow_id))
+    events: dict[str, Any] = await within_db_timeout(
+        DBOS.get_all_events_async(stored_id(workflow_id))
+    )
     return EventsPublic(workflow_id=workflow_id, events=events)
 
 
-@router.get("/workflow-events/{workflow_id}/{event_key}")
+@router.get(
+    "/workflow-events/{workflow_id}/{event_key}",
+    responses={429: {"model": ErrorPublic, "description": "Too many waits from this client"}},
+)
 async def get_workflow_event(
+    request: Request,
     workflow_id: WorkflowId,
     event_key: EventKey,
     timeout: EventTimeout = keys.EVENT_TIMEOUT_DEFAULT,
@@ -81,12 +99,15 @@ async def get_workflow_event(
     # DBOS would wait out the whole timeout on a finished workflow; it can set nothing more.
     finished = status.status in TERMINAL_STATUSES
     wait = 0.0 if finished else timeout
-    value = await within_db_timeout(
-        DBOS.get_event_async(workflow_id, event_key, timeout_seconds=wait), extra_seconds=wait
-    )
+    waits: ClientWaits = request.app.state.client_waits
+    with waits.hold(request) if wait else contextlib.nullcontext():
+        value = await within_db_timeout(
+            DBOS.get_event_async(stored_id(workflow_id), event_key, timeout_seconds=wait),
+            extra_seconds=wait,
+        )
     if value is None:
         # None is both "timed out" and "set to null"; the full map tells them apart.
-        events = await within_db_timeout(DBOS.get_all_events_async(workflow_id))
+        events = await within_db_timeout(DBOS.get_all_events_async(stored_id(workflow_id)))
         if event_key not in events:
             why = (
                 f"the workflow finished ({status.status}) without setting it"

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from workflow_comm import keys
+from workflow_comm.auth import AUTH_RESPONSES, authorize_live, stored_id
 from workflow_comm.live.feed import Interest, Subscriber
 from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
 from workflow_comm.live.items import (
@@ -25,16 +26,27 @@ from workflow_comm.live.items import (
     StreamEnd,
     StreamValue,
 )
-from workflow_comm.models import ErrorPublic
+from workflow_comm.logs import bind_workflow_id
+from workflow_comm.metrics import LIVE_PUSHED
+from workflow_comm.models import ErrorPublic, WorkflowPublic
 from workflow_comm.params import STREAM_OFFSET_MAX, StreamKey, StreamOffset, WorkflowId
 from workflow_comm.service import require_status
 
+
+def _json_error(description: str) -> dict[str, Any]:
+    # Spelled out: for an SSE route FastAPI would file a model under text/event-stream.
+    schema = {"$ref": f"#/components/schemas/{ErrorPublic.__name__}"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 router = APIRouter(
     tags=["live"],
+    dependencies=[Depends(bind_workflow_id), Depends(authorize_live)],
     responses={
-        404: {"model": ErrorPublic, "description": "Unknown workflow"},
-        422: {"model": ErrorPublic, "description": "A parameter is out of bounds"},
-        503: {"model": ErrorPublic, "description": "Too many live connections, or no database"},
+        401: _json_error(AUTH_RESPONSES[401]["description"]),
+        404: _json_error("Unknown workflow"),
+        422: _json_error("A parameter is out of bounds"),
+        503: _json_error("Too many live connections, or no database"),
     },
 )
 
@@ -65,11 +77,12 @@ async def _subscription(
             f"Too many live connections (limit {hub.max_connections}); retry shortly.",
             headers={"Retry-After": "2"},
         ) from None
-    sub = hub.subscribe(workflow_id, interest)
+    watched = stored_id(workflow_id)  # the hub and its readers work with stored IDs
+    sub = hub.subscribe(watched, interest)
     try:
         yield sub
     finally:
-        hub.unsubscribe(workflow_id, sub)
+        hub.unsubscribe(watched, sub)
         hub.release()
 
 
@@ -122,6 +135,7 @@ async def live_stream(
     async for item in sub.items(workflow_id, hub.heartbeat):
         if isinstance(item, StreamValue):
             next_offset = item.offset + 1
+            LIVE_PUSHED.labels("sse", "stream").inc()
             yield ServerSentEvent(raw_data=_json(item.value), id=str(item.offset))
         elif isinstance(item, StreamEnd):
             closed = {
@@ -153,6 +167,7 @@ async def live_events(
         if isinstance(item, EventChange):
             last = item.version
             change = {"key": item.key, "value": item.value, "version": item.version}
+            LIVE_PUSHED.labels("sse", "event").inc()
             yield ServerSentEvent(raw_data=_json(change), id=str(item.version))
         elif isinstance(item, EventsEnd):
             yield ServerSentEvent(
@@ -173,13 +188,19 @@ async def live_status(
     """The workflow's status now and at every change; `closed` carries its result or error."""
     async for item in sub.items(workflow_id, hub.heartbeat):
         if isinstance(item, StatusChange):
-            yield ServerSentEvent(raw_data=item.workflow.model_dump_json())
+            LIVE_PUSHED.labels("sse", "status").inc()
+            yield ServerSentEvent(raw_data=as_seen(item.workflow, workflow_id))
         elif isinstance(item, StatusEnd):
-            yield ServerSentEvent(event="closed", raw_data=item.workflow.model_dump_json())
+            yield ServerSentEvent(event="closed", raw_data=as_seen(item.workflow, workflow_id))
         elif isinstance(item, (Overflow, Shutdown)):
             yield _cut_off(item, {})
         elif item is None:
             yield _ping()
+
+
+def as_seen(workflow: WorkflowPublic, workflow_id: str) -> str:
+    """The shared feed's status as JSON, under the ID this client knows the workflow by."""
+    return workflow.model_copy(update={"workflow_id": workflow_id}).model_dump_json()
 
 
 def _cut_off(why: Overflow | Shutdown, resume: dict[str, Any]) -> ServerSentEvent:

@@ -3,10 +3,13 @@
 from typing import Annotated, Any
 
 from dbos import DBOS
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends
 
 from workflow_comm import keys
+from workflow_comm.auth import AUTH_RESPONSES, WRITE_RESPONSES, authorize, stored_id
 from workflow_comm.errors import within_db_timeout
+from workflow_comm.logs import bind_workflow_id
+from workflow_comm.metrics import MESSAGES_SENT
 from workflow_comm.models import ErrorPublic, MessageSent, MessagingWorkflowStarted
 from workflow_comm.params import (
     ApprovalTimeout,
@@ -21,7 +24,11 @@ from workflow_comm.workflows import workflow_with_messaging
 
 router = APIRouter(
     tags=["messaging"],
+    dependencies=[Depends(bind_workflow_id), Depends(authorize)],
     responses={
+        **AUTH_RESPONSES,
+        **WRITE_RESPONSES,
+        400: {"model": ErrorPublic, "description": "The body cannot be parsed (not UTF-8)"},
         404: {"model": ErrorPublic, "description": "Unknown workflow"},
         413: {"model": ErrorPublic, "description": "Message body over the size limit"},
         422: {"model": ErrorPublic, "description": "A parameter or the body is invalid"},
@@ -78,8 +85,9 @@ async def send_message(
     """Send a JSON object to the workflow. It waits in the workflow's mailbox until received."""
     await require_status(workflow_id)
     await within_db_timeout(
-        DBOS.send_async(workflow_id, payload, topic, idempotency_key=idempotency_key)
+        DBOS.send_async(stored_id(workflow_id), payload, topic, idempotency_key=idempotency_key)
     )
+    MESSAGES_SENT.labels("http").inc()
     return MessageSent(
         workflow_id=workflow_id,
         message=f"Message sent to workflow {workflow_id} on topic '{topic}'",

@@ -1,9 +1,11 @@
 """Streaming: a workflow appends an ordered, durable log; clients read it while it grows."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from workflow_comm import keys
+from workflow_comm.auth import AUTH_RESPONSES, WRITE_RESPONSES, authorize
 from workflow_comm.errors import within_db_timeout
+from workflow_comm.logs import bind_workflow_id
 from workflow_comm.models import ErrorPublic, StreamingWorkflowStarted, StreamPage
 from workflow_comm.params import (
     NSteps,
@@ -18,7 +20,9 @@ from workflow_comm.workflows import stream_entry_count, workflow_with_streaming
 
 router = APIRouter(
     tags=["streaming"],
+    dependencies=[Depends(bind_workflow_id), Depends(authorize)],
     responses={
+        **AUTH_RESPONSES,
         404: {"model": ErrorPublic, "description": "Unknown workflow"},
         422: {"model": ErrorPublic, "description": "A parameter is out of bounds"},
         503: {"model": ErrorPublic, "description": "The database is unavailable"},
@@ -28,7 +32,10 @@ router = APIRouter(
 
 @router.post(
     "/start-workflow-streaming/{workflow_id}/{n_steps}",
-    responses={409: {"model": ErrorPublic, "description": "ID used by another kind"}},
+    responses={
+        **WRITE_RESPONSES,
+        409: {"model": ErrorPublic, "description": "ID used by another kind"},
+    },
 )
 async def start_workflow_streaming(
     workflow_id: WorkflowId,

@@ -6,10 +6,11 @@ import json
 from typing import Annotated, Any
 
 from dbos import DBOS
-from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from workflow_comm import keys
+from workflow_comm.auth import current_caller, identify, socket_key, stored_id
 from workflow_comm.errors import DatabaseUnavailable, within_db_timeout
 from workflow_comm.live.feed import Interest, Subscriber
 from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
@@ -23,6 +24,8 @@ from workflow_comm.live.items import (
     StreamEnd,
     StreamValue,
 )
+from workflow_comm.logs import bind_workflow_id_now
+from workflow_comm.metrics import LIVE_PUSHED, MESSAGES_SENT
 from workflow_comm.models import SocketSend
 from workflow_comm.params import STREAM_OFFSET_MAX, WorkflowId
 from workflow_comm.service import find_status
@@ -30,8 +33,10 @@ from workflow_comm.settings import get_settings
 
 router = APIRouter(tags=["live"])
 
-# Close codes: 1000 done, 1001 server going away, 1008 fell behind, 1013 full, 4404 unknown.
+# Close codes: 1000 done, 1001 server going away, 1008 fell behind, 1013 full, 4404 unknown,
+# 4401 no valid API key (keys are configured; see auth.py).
 CLOSE_UNKNOWN_WORKFLOW = 4404
+CLOSE_UNAUTHORIZED = 4401
 
 
 class Socket:
@@ -63,6 +68,15 @@ async def workflow_socket(
     await websocket.accept()
     socket = Socket(websocket)
     hub: LiveHub = websocket.app.state.live_hub
+    bind_workflow_id_now(workflow_id)
+    try:
+        # A browser cannot set headers on a WebSocket: the key may come as ?api_key=.
+        identify(socket_key(websocket), query_allowed=True)
+        watched = stored_id(workflow_id)
+    except HTTPException as exc:
+        await socket.error(exc.detail)
+        await websocket.close(code=CLOSE_UNAUTHORIZED if exc.status_code == 401 else 1008)
+        return
     try:
         known = await find_status(workflow_id)
     except DatabaseUnavailable:
@@ -82,7 +96,7 @@ async def workflow_socket(
     interest = Interest(
         status=True, events=True, stream_key=stream_key, stream_offset=stream_offset
     )
-    sub = hub.subscribe(workflow_id, interest)
+    sub = hub.subscribe(watched, interest)
     pump = asyncio.create_task(_pump(socket, sub, workflow_id, hub.heartbeat))
     listen = asyncio.create_task(_listen(socket, workflow_id))
     try:
@@ -91,7 +105,7 @@ async def workflow_socket(
         for task in (pump, listen):
             task.cancel()
         await asyncio.gather(pump, listen, return_exceptions=True)
-        hub.unsubscribe(workflow_id, sub)
+        hub.unsubscribe(watched, sub)
         hub.release()
     if pump.done() and not pump.cancelled() and pump.exception() is None:
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
@@ -105,17 +119,22 @@ async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: fl
     async for item in sub.items(workflow_id, heartbeat):
         if isinstance(item, StreamValue):
             next_offset = item.offset + 1
+            LIVE_PUSHED.labels("websocket", "stream").inc()
             await socket.send(
                 {"type": "stream", "key": item.key, "offset": item.offset, "value": item.value}
             )
         elif isinstance(item, EventChange):
+            LIVE_PUSHED.labels("websocket", "event").inc()
             await socket.send(
                 {"type": "event", "key": item.key, "value": item.value, "version": item.version}
             )
         elif isinstance(item, (StatusChange, StatusEnd)):
             status = item.workflow.status
             if isinstance(item, StatusChange):
-                await socket.send({"type": "status", "workflow": item.workflow.model_dump()})
+                LIVE_PUSHED.labels("websocket", "status").inc()
+                # The feed is shared: show the workflow under the ID this client uses.
+                seen = item.workflow.model_copy(update={"workflow_id": workflow_id})
+                await socket.send({"type": "status", "workflow": seen.model_dump()})
         elif isinstance(item, StreamEnd):
             await socket.send(
                 {"type": "stream_closed", "key": item.key, "next_offset": item.next_offset}
@@ -151,15 +170,22 @@ async def _listen(socket: Socket, workflow_id: str) -> None:
         except ValidationError as exc:
             await socket.error(_describe(exc), _frame_id(text))
             continue
+        if not current_caller().can_write:
+            await socket.error("This key may only read: sending needs a write key.", frame.id)
+            continue
         try:
             await within_db_timeout(
                 DBOS.send_async(
-                    workflow_id, frame.payload, frame.topic, idempotency_key=frame.idempotency_key
+                    stored_id(workflow_id),
+                    frame.payload,
+                    frame.topic,
+                    idempotency_key=frame.idempotency_key,
                 )
             )
         except DatabaseUnavailable:
             await socket.error("The database is unavailable; the message was not sent.", frame.id)
             continue
+        MESSAGES_SENT.labels("websocket").inc()
         await socket.send({"type": "ack", "id": frame.id, "topic": frame.topic})
 
 

@@ -1,11 +1,20 @@
 """Workflow status and control: see the outcome of any workflow, list, cancel, resume."""
 
 from dbos import DBOS
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 
 from workflow_comm import keys
+from workflow_comm.auth import (
+    AUTH_RESPONSES,
+    WRITE_RESPONSES,
+    authorize,
+    stored_id,
+    tenant_prefix,
+)
 from workflow_comm.errors import within_db_timeout
 from workflow_comm.keys import WorkflowKind
+from workflow_comm.logs import bind_workflow_id
+from workflow_comm.metrics import WORKFLOWS_FINISHED
 from workflow_comm.models import (
     ErrorPublic,
     WorkflowAction,
@@ -16,12 +25,14 @@ from workflow_comm.models import (
 from workflow_comm.params import ListLimit, WorkflowId
 from workflow_comm.service import TERMINAL_STATUSES, describe, require_status
 from workflow_comm.settings import get_settings
-from workflow_comm.workflows import FUNCTION_BY_KIND
+from workflow_comm.workflows import FUNCTION_BY_KIND, KIND_BY_FUNCTION
 
 router = APIRouter(
     prefix="/workflows",
     tags=["workflows"],
+    dependencies=[Depends(bind_workflow_id), Depends(authorize)],
     responses={
+        **AUTH_RESPONSES,
         404: {"model": ErrorPublic, "description": "Unknown workflow"},
         422: {"model": ErrorPublic, "description": "A parameter is out of bounds"},
         503: {"model": ErrorPublic, "description": "The database is unavailable"},
@@ -46,6 +57,7 @@ async def list_workflows(
             limit=limit,
             sort_desc=True,
             load_input=False,
+            workflow_id_prefix=tenant_prefix(),  # a tenant's key lists its own only
         )
     )
     data = [describe(s) for s in found]
@@ -60,7 +72,7 @@ async def get_workflow(workflow_id: WorkflowId) -> WorkflowPublic:
 
 @router.post(
     "/{workflow_id}/cancel",
-    responses={409: {"model": ErrorPublic, "description": "Already finished"}},
+    responses={**WRITE_RESPONSES, 409: {"model": ErrorPublic, "description": "Already finished"}},
 )
 async def cancel_workflow(workflow_id: WorkflowId) -> WorkflowAction:
     """Cancel a workflow that has not finished; it stops at its next step."""
@@ -69,7 +81,9 @@ async def cancel_workflow(workflow_id: WorkflowId) -> WorkflowAction:
         raise HTTPException(
             409, f"Workflow '{workflow_id}' already finished with status {status.status}."
         )
-    await within_db_timeout(DBOS.cancel_workflow_async(workflow_id))
+    await within_db_timeout(DBOS.cancel_workflow_async(stored_id(workflow_id)))
+    if kind := KIND_BY_FUNCTION.get(status.name):
+        WORKFLOWS_FINISHED.labels(kind, "CANCELLED").inc()
     return WorkflowAction(
         workflow_id=workflow_id, message=f"Workflow {workflow_id} cancelled", status="CANCELLED"
     )
@@ -77,7 +91,10 @@ async def cancel_workflow(workflow_id: WorkflowId) -> WorkflowAction:
 
 @router.post(
     "/{workflow_id}/resume",
-    responses={409: {"model": ErrorPublic, "description": "Not in a resumable state"}},
+    responses={
+        **WRITE_RESPONSES,
+        409: {"model": ErrorPublic, "description": "Not in a resumable state"},
+    },
 )
 async def resume_workflow(workflow_id: WorkflowId) -> WorkflowAction:
     """Resume a cancelled workflow, or hand over a PENDING one whose process is gone."""
@@ -90,7 +107,7 @@ async def resume_workflow(workflow_id: WorkflowId) -> WorkflowAction:
             f"Workflow '{workflow_id}' is {status.status}: only a cancelled workflow, or a "
             "pending one whose executor is gone, can be resumed.",
         )
-    await within_db_timeout(DBOS.resume_workflow_async(workflow_id))
+    await within_db_timeout(DBOS.resume_workflow_async(stored_id(workflow_id)))
     resumed = await require_status(workflow_id)
     return WorkflowAction(
         workflow_id=workflow_id,
