@@ -441,7 +441,7 @@ def test_cors_headers_are_on_error_answers_too(http: httpx.Client) -> None:
     assert response.headers.get("access-control-allow-origin") == ORIGIN, dict(response.headers)
 
 
-def test_default_server_allows_no_cross_origin_calls(postgres_server: ServerProcess) -> None:
+def test_cors_is_off_by_default(postgres_server: ServerProcess) -> None:
     """With COMM_CORS_ORIGINS unset (the default) no response carries CORS headers."""
     with httpx.Client(base_url=postgres_server.base_url, timeout=TIMEOUT) as open_http:
         pre = preflight(open_http, ORIGIN)
