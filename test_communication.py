@@ -31,7 +31,7 @@ import pytest
 from tests.support import unique_id, wait_until
 from workflow_comm import keys
 
-TERMINAL = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
+TERMINAL = keys.TERMINAL_STATUSES
 # F(1)..F(10), written out: the server's arithmetic is checked against independent values.
 FIBONACCI_1_TO_10 = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55]
 

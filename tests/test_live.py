@@ -29,7 +29,7 @@ from workflow_comm.workflows import percent_done, stream_entry_count
 
 # Named events that end a live response; everything else is an unnamed ("message") event.
 END_EVENTS = {"closed", "overflow", "shutdown"}
-TERMINAL = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
+TERMINAL = keys.TERMINAL_STATUSES
 # A live response may idle between values; a read that waits this long means it is stuck.
 SSE_TIMEOUT = httpx.Timeout(30.0, read=15.0)
 WS_TIMEOUT = 15.0
@@ -470,6 +470,9 @@ def test_websocket_send_is_acked_and_the_workflow_reacts(
     messages = [f["value"] for f in frames if f["type"] == "event" and f["key"] == "message"]
     assert messages == [payload], f"message events {messages}"
     assert frames[-1] == {"type": "closed", "status": "SUCCESS"}, f"last frame {frames[-1]}"
+    kinds = [f["type"] if f["type"] != "status" else f["workflow"]["status"] for f in frames]
+    last_event = max(i for i, kind in enumerate(kinds) if kind == "event")
+    assert kinds.index("SUCCESS") > last_event, f"SUCCESS before the last event: {kinds}"
     assert close_code == 1000, f"close code {close_code}"
     assert finished(client, workflow_id)["result"]["approved"] is True
 

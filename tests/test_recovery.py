@@ -23,7 +23,7 @@ from workflow_comm import keys
 
 pytestmark = pytest.mark.needs_own_server
 
-TERMINAL = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
+TERMINAL = keys.TERMINAL_STATUSES
 N_STEPS = 10
 STEP_SECONDS = 0.3
 

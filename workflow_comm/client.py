@@ -28,7 +28,7 @@ import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 from pydantic import BaseModel
 
-from workflow_comm.keys import STREAM_PROGRESS, TOPIC_NOTIFICATION, WorkflowKind
+from workflow_comm.keys import STREAM_PROGRESS, TERMINAL_STATUSES, TOPIC_NOTIFICATION, WorkflowKind
 from workflow_comm.models import (
     EventPublic,
     EventsPublic,
@@ -69,7 +69,6 @@ T = TypeVar("T")
 
 DEFAULT_BASE_URL = "http://localhost:8000"
 # A workflow in any other status will not change any more.
-RUNNING_STATUSES: frozenset[WorkflowStatusName] = frozenset({"PENDING", "ENQUEUED", "DELAYED"})
 _Params = dict[str, str | int | float]
 # Extra seconds a long-polling request gets on top of the wait it asks the server for.
 _WAIT_MARGIN = 10.0
@@ -650,7 +649,7 @@ class WorkflowClient(_ClientCore):
             if on_progress is not None and events.events != seen:
                 on_progress(events)
             seen = events.events
-            if status.status not in RUNNING_STATUSES:
+            if status.status in TERMINAL_STATUSES:
                 return events
             time.sleep(deadline.next_sleep())
 
@@ -794,7 +793,7 @@ class WorkflowClient(_ClientCore):
         Raises ClientTimeout after `timeout` seconds.
         """
         deadline = _Deadline(f"workflow {workflow_id}", timeout, interval)
-        while (workflow := self.get_workflow(workflow_id)).status in RUNNING_STATUSES:
+        while (workflow := self.get_workflow(workflow_id)).status not in TERMINAL_STATUSES:
             time.sleep(deadline.next_sleep())
         return workflow
 
@@ -910,7 +909,7 @@ class AsyncWorkflowClient(_ClientCore):
             if on_progress is not None and events.events != seen:
                 on_progress(events)
             seen = events.events
-            if status.status not in RUNNING_STATUSES:
+            if status.status in TERMINAL_STATUSES:
                 return events
             await asyncio.sleep(deadline.next_sleep())
 
@@ -1050,7 +1049,7 @@ class AsyncWorkflowClient(_ClientCore):
     ) -> WorkflowPublic:
         """Poll until the workflow has finished and return it; ClientTimeout after `timeout`."""
         deadline = _Deadline(f"workflow {workflow_id}", timeout, interval)
-        while (workflow := await self.get_workflow(workflow_id)).status in RUNNING_STATUSES:
+        while (workflow := await self.get_workflow(workflow_id)).status not in TERMINAL_STATUSES:
             await asyncio.sleep(deadline.next_sleep())
         return workflow
 

@@ -20,6 +20,11 @@ STREAM_PROGRESS: Final = "progress_stream"
 # Workflow kinds, as named in URLs and responses.
 WorkflowKind = Literal["events", "messaging", "streaming"]
 
+# DBOS workflow statuses after which a workflow does nothing more.
+TERMINAL_STATUSES: Final = frozenset(
+    {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
+)
+
 # Values of the `status` event.
 STATUS_STARTED: Final = "started"
 STATUS_COMPLETED: Final = "completed"
@@ -54,5 +59,7 @@ MESSAGE_MAX_BYTES_DEFAULT: Final = 64 * 1024
 # The longest stream our workflows write is 3 + 2 * N_STEPS_MAX entries, so the default
 # page returns every stream this server writes in one response.
 STREAM_PAGE_MAX: Final = 5000
+# DBOS reads 100 values ahead of an offset into a 32-bit column: keep well clear of 2^31.
+STREAM_OFFSET_MAX: Final = 2**30
 WORKFLOW_LIST_DEFAULT: Final = 50
 WORKFLOW_LIST_MAX: Final = 500

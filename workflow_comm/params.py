@@ -64,11 +64,8 @@ StreamKey = Annotated[
     str,
     Query(min_length=1, max_length=keys.EVENT_KEY_MAX_LEN, pattern=keys.WORKFLOW_ID_PATTERN),
 ]
-# Far past any stream, and far from Postgres' integer limit: DBOS reads a stream 100 values
-# ahead (offset + 100), which overflowed at 2**31 - 100 (a 500, found by fuzzing).
-STREAM_OFFSET_MAX = 2**30
 StreamOffset = Annotated[
-    int, Query(ge=0, le=STREAM_OFFSET_MAX, description="First offset to return.")
+    int, Query(ge=0, le=keys.STREAM_OFFSET_MAX, description="First offset to return.")
 ]
 StreamLimit = Annotated[
     int, Query(ge=1, le=keys.STREAM_PAGE_MAX, description="Most values to return.")

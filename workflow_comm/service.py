@@ -14,8 +14,6 @@ from workflow_comm.metrics import WORKFLOWS_STARTED
 from workflow_comm.models import WorkflowPublic
 from workflow_comm.workflows import KIND_BY_FUNCTION
 
-TERMINAL_STATUSES = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
-
 
 async def find_status(workflow_id: str) -> WorkflowStatus | None:
     # IDs here are the client's; stored_id adds the caller's tenant prefix, if any (auth.py).

@@ -15,6 +15,7 @@ from typing import Any
 
 from dbos import DBOS
 
+from workflow_comm.keys import TERMINAL_STATUSES
 from workflow_comm.live.database import EventHistory
 from workflow_comm.live.items import (
     Control,
@@ -29,7 +30,7 @@ from workflow_comm.live.items import (
     StreamValue,
 )
 from workflow_comm.models import WorkflowPublic
-from workflow_comm.service import TERMINAL_STATUSES, describe, read_page
+from workflow_comm.service import describe, read_page
 
 logger = logging.getLogger("workflow_comm")
 CATCH_UP_PAGE = 1000

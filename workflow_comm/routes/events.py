@@ -19,7 +19,7 @@ from workflow_comm.models import (
     EventsWorkflowStarted,
 )
 from workflow_comm.params import EventKey, EventTimeout, NSteps, StepSeconds, WorkflowId
-from workflow_comm.service import TERMINAL_STATUSES, require_status, start_once
+from workflow_comm.service import require_status, start_once
 from workflow_comm.workflows import workflow_with_events
 
 router = APIRouter(
@@ -97,7 +97,7 @@ async def get_workflow_event(
     """
     status = await require_status(workflow_id)
     # DBOS would wait out the whole timeout on a finished workflow; it can set nothing more.
-    finished = status.status in TERMINAL_STATUSES
+    finished = status.status in keys.TERMINAL_STATUSES
     wait = 0.0 if finished else timeout
     waits: ClientWaits = request.app.state.client_waits
     with waits.hold(request) if wait else contextlib.nullcontext():

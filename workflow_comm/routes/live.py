@@ -29,7 +29,7 @@ from workflow_comm.live.items import (
 from workflow_comm.logs import bind_workflow_id
 from workflow_comm.metrics import LIVE_PUSHED
 from workflow_comm.models import ErrorPublic, WorkflowPublic
-from workflow_comm.params import STREAM_OFFSET_MAX, StreamKey, StreamOffset, WorkflowId
+from workflow_comm.params import StreamKey, StreamOffset, WorkflowId
 from workflow_comm.service import require_status
 
 
@@ -52,7 +52,9 @@ router = APIRouter(
 
 LastEventId = Annotated[
     int | None,
-    Header(alias="Last-Event-ID", ge=-1, le=STREAM_OFFSET_MAX, description="Resume after this id."),
+    Header(
+        alias="Last-Event-ID", ge=-1, le=keys.STREAM_OFFSET_MAX, description="Resume after this id."
+    ),
 ]
 
 

@@ -27,7 +27,7 @@ from workflow_comm.live.items import (
 from workflow_comm.logs import bind_workflow_id_now
 from workflow_comm.metrics import LIVE_PUSHED, MESSAGES_SENT
 from workflow_comm.models import SocketSend
-from workflow_comm.params import STREAM_OFFSET_MAX, WorkflowId
+from workflow_comm.params import WorkflowId
 from workflow_comm.service import find_status
 from workflow_comm.settings import get_settings
 
@@ -62,7 +62,7 @@ async def workflow_socket(
         str,
         Query(min_length=1, max_length=keys.EVENT_KEY_MAX_LEN, pattern=keys.WORKFLOW_ID_PATTERN),
     ] = keys.STREAM_PROGRESS,
-    stream_offset: Annotated[int, Query(ge=0, le=STREAM_OFFSET_MAX)] = 0,
+    stream_offset: Annotated[int, Query(ge=0, le=keys.STREAM_OFFSET_MAX)] = 0,
 ) -> None:
     """Frames out: stream, event, status, ack, error, closed. Frames in: {"type": "send", ...}."""
     await websocket.accept()
@@ -116,6 +116,10 @@ async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: fl
     """Send what the hub hands the subscriber; returns the close code to use."""
     next_offset = sub.interest.stream_offset
     status = "PENDING"
+    # Status and events come from two readers; the final status frame waits for the last
+    # event change, so a client that stops at SUCCESS has seen every event.
+    final_status: dict[str, Any] | None = None
+    events_done = False
     async for item in sub.items(workflow_id, heartbeat):
         if isinstance(item, StreamValue):
             next_offset = item.offset + 1
@@ -134,7 +138,11 @@ async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: fl
                 LIVE_PUSHED.labels("websocket", "status").inc()
                 # The feed is shared: show the workflow under the ID this client uses.
                 seen = item.workflow.model_copy(update={"workflow_id": workflow_id})
-                await socket.send({"type": "status", "workflow": seen.model_dump()})
+                frame = {"type": "status", "workflow": seen.model_dump()}
+                if seen.status in keys.TERMINAL_STATUSES and not events_done:
+                    final_status = frame
+                else:
+                    await socket.send(frame)
         elif isinstance(item, StreamEnd):
             await socket.send(
                 {"type": "stream_closed", "key": item.key, "next_offset": item.next_offset}
@@ -146,7 +154,9 @@ async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: fl
             await socket.send({"type": "shutdown", "resume_offset": next_offset})
             return 1001
         elif isinstance(item, EventsEnd):
-            status = item.status
+            status, events_done = item.status, True
+            if final_status is not None:
+                await socket.send(final_status)
     await socket.send({"type": "closed", "status": status})
     return 1000
 

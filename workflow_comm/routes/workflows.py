@@ -23,7 +23,7 @@ from workflow_comm.models import (
     WorkflowStatusName,
 )
 from workflow_comm.params import ListLimit, WorkflowId
-from workflow_comm.service import TERMINAL_STATUSES, describe, require_status
+from workflow_comm.service import describe, require_status
 from workflow_comm.settings import get_settings
 from workflow_comm.workflows import FUNCTION_BY_KIND, KIND_BY_FUNCTION
 
@@ -77,7 +77,7 @@ async def get_workflow(workflow_id: WorkflowId) -> WorkflowPublic:
 async def cancel_workflow(workflow_id: WorkflowId) -> WorkflowAction:
     """Cancel a workflow that has not finished; it stops at its next step."""
     status = await require_status(workflow_id)
-    if status.status in TERMINAL_STATUSES:
+    if status.status in keys.TERMINAL_STATUSES:
         raise HTTPException(
             409, f"Workflow '{workflow_id}' already finished with status {status.status}."
         )
