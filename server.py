@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from workflow_comm.app import create_app
+from workflow_comm.logs import configure_logging
 from workflow_comm.settings import get_settings
 
 
@@ -55,6 +56,8 @@ def main() -> None:
         # A WebSocket frame carries one message plus a small envelope.
         ws_max_size=settings.max_message_bytes + 4096,
     )
+    # uvicorn set up its loggers just now; format them before its first startup line.
+    configure_logging(settings)
     listener = config.bind_socket()
     if settings.socket_send_buffer:
         # Set before listen(): accepted connections inherit it.
