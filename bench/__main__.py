@@ -18,7 +18,7 @@ from pathlib import Path
 import uvloop
 
 from bench import report
-from bench.run import run_all
+from bench.run import PHASE_GROUPS, run_all
 from bench.scales import SCALES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,6 +39,16 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="extra environment for the server, e.g. COMM_NOTIFICATION_COALESCE_SEC=0.01",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record every server-side phase with py-spy into <out-dir>/<mode>-profiles/",
+    )
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated subset of: " + ", ".join(PHASE_GROUPS),
+    )
     args = parser.parse_args()
     # Progress from the benchmark only: not every request of httpx or step of pgserver.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -47,7 +57,11 @@ def main() -> int:
     extra_env = dict(item.split("=", 1) for item in args.server_env)
     database_url = os.environ.get("DBOS_SYSTEM_DATABASE_URL")
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    run = asyncio.run(run_all(scale, database_url, extra_env))
+    profile_dir = args.out_dir / f"{scale.name}-profiles" if args.profile else None
+    only = set(args.only.split(",")) if args.only else None
+    if only and not only <= set(PHASE_GROUPS):
+        parser.error(f"--only: unknown {sorted(only - set(PHASE_GROUPS))}")
+    run = asyncio.run(run_all(scale, database_url, extra_env, profile_dir, only))
     paths = report.write(args.out_dir, run.latency, run.results)
     for path in paths:
         logging.getLogger("bench").info("wrote %s", path)

@@ -59,7 +59,9 @@ async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[ServerSe
 def new_session(timeout_sec: float = 180.0) -> aiohttp.ClientSession:
     """A session with no cap on connections: the load scenarios hold a thousand at once."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0),
+        # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them
+        # under us (a request written to a connection the server just closed fails).
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2.0),
         timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_sec),
     )
 
@@ -79,11 +81,12 @@ class HTTPTransport:
                 raise HTTPError(method, path, response.status, body.decode(errors="replace"))
             return json.loads(body)
 
-    async def start_messaging(self, workflow_id: str) -> None:
+    async def start_messaging(self, workflow_id: str, approval_timeout: float = 600.0) -> None:
+        # Long enough that no benchmark message ever arrives after the workflow gave up.
         await self.request(
             "POST",
             f"/start-workflow-messaging/{workflow_id}/1",
-            params={"step_seconds": "0", "approval_timeout": "60"},
+            params={"step_seconds": "0", "approval_timeout": str(approval_timeout)},
         )
 
     async def start_events(self, workflow_id: str) -> None:

@@ -29,7 +29,7 @@ class DBOSTransport:
 
     async def start_messaging(self, workflow_id: str) -> None:
         with SetWorkflowID(workflow_id, workflow_id_reuse_policy="reject"):
-            await DBOS.start_workflow_async(workflow_with_messaging, 1, 0.0, 60.0)
+            await DBOS.start_workflow_async(workflow_with_messaging, 1, 0.0, 600.0)
 
     async def start_events(self, workflow_id: str) -> None:
         with SetWorkflowID(workflow_id, workflow_id_reuse_policy="reject"):
@@ -72,8 +72,10 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
     DBOS.launch()
     transport = DBOSTransport()
     try:
+        delivery, sends = await scenarios.message_delivery(transport, plan["messages"])
         results: dict[str, Any] = {
-            "message_delivery": await scenarios.message_delivery(transport, plan["messages"]),
+            "message_delivery": delivery,
+            "send_call": sends,
             "event_wake": await scenarios.event_wake(transport, plan["events"]),
             "stream_push": await scenarios.stream_push(
                 transport, plan["stream_workflows"], plan["stream_values"], plan["stream_interval"]

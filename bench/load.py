@@ -6,10 +6,11 @@ balancer would), the server's RSS and threads (psutil) and its database connecti
 """
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Iterable
-from contextlib import nullcontext
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ import psycopg
 
 from bench.http import HTTPError, HTTPTransport
 from bench.scenarios import PARK_SEC, WAIT_TIMEOUT_SEC, collect_stream, drain, new_id
-from bench.stats import summarize
+from bench.stats import summarize, thin
 from bench.workflows import GO_TOPIC, TICK_STREAM
 from workflow_comm.keys import EVENT_MESSAGE, EVENT_STATUS, STATUS_WAITING, TOPIC_NOTIFICATION
 
@@ -32,6 +33,13 @@ async def bounded(calls: Iterable[Awaitable[Any]], concurrency: int) -> list[Any
             return await call
 
     return await asyncio.gather(*(one(call) for call in calls))
+
+
+async def cancel(tasks: list["asyncio.Task[Any]"]) -> None:
+    """Cancel what is still running (after a failure) and wait for it to finish."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Monitor:
@@ -60,7 +68,7 @@ class Monitor:
         db = (
             psycopg.connect(self.database_url, autocommit=True)
             if self.database_url
-            else nullcontext(None)
+            else contextlib.nullcontext(None)
         )
         with httpx.Client(base_url=self.base_url, timeout=30.0) as http, db as conn:
             while not self._stop.is_set():
@@ -71,6 +79,11 @@ class Monitor:
                 except httpx.HTTPError:
                     sample["status"] = 0
                 sample["health_ms"] = (time.perf_counter() - started) * 1000
+                # A route that touches no database: the event loop's own responsiveness.
+                started = time.perf_counter()
+                with contextlib.suppress(httpx.HTTPError):
+                    sample["statements"] = http.get("/bench/db-statements").json()["statements"]
+                    sample["no_db_ms"] = (time.perf_counter() - started) * 1000
                 sample["rss_mb"] = self.process.memory_info().rss / 2**20
                 sample["threads"] = self.process.num_threads()
                 if conn is not None:
@@ -91,8 +104,20 @@ def monitor_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
         values = [s[name] for s in samples if s.get(name) is not None]
         return round(max(values), 1) if values else None
 
+    counted = [s for s in samples if "statements" in s]
+    statements_per_sec = (
+        round(
+            (counted[-1]["statements"] - counted[0]["statements"])
+            / (counted[-1]["t"] - counted[0]["t"]),
+            1,
+        )
+        if len(counted) > 1
+        else None
+    )
     return {
+        "statements_per_sec": statements_per_sec,
         "health": summarize([s["health_ms"] for s in samples]),
+        "no_db_route": summarize([s["no_db_ms"] for s in samples if "no_db_ms" in s]),
         "health_errors": sum(1 for s in samples if s["status"] != 200),
         "peak_rss_mb": peak("rss_mb"),
         "peak_threads": peak("threads"),
@@ -126,16 +151,32 @@ async def poll_stream(
     return latencies
 
 
-async def statements_sent(transport: HTTPTransport) -> int:
-    body = await transport.request("GET", "/bench/db-statements")
-    count: int = body["statements"]
-    return count
+async def statements_sent(transport: HTTPTransport) -> dict[str, int]:
+    """The bench server's SQL statement counters: all, and SELECTs on the streams table."""
+    counts: dict[str, int] = await transport.request("GET", "/bench/db-statements")
+    return counts
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def statement_shapes(transport: HTTPTransport) -> Counter[str]:
+    shapes: dict[str, int] = await transport.request("GET", "/bench/db-statements/by-shape")
+    return Counter(shapes)
 
 
 async def fanout(
-    transport: HTTPTransport, subscribers: int, n_values: int, interval_sec: float
+    transport: HTTPTransport,
+    server_pid: int,
+    subscribers: int,
+    n_values: int,
+    interval_sec: float,
 ) -> dict[str, Any]:
-    """One stream, `subscribers` live readers: delivery latency and SQL statements per value."""
+    """One stream, `subscribers` live readers: delivery latency, SQL statements per value,
+    and the CPU time server and driver spent per delivered value."""
+    server = psutil.Process(server_pid)
     workflow_id = new_id("bench-fan")
     await transport.start_stream_ticks(workflow_id, n_values, interval_sec)
     latencies: list[list[float]] = [[] for _ in range(subscribers)]
@@ -157,30 +198,37 @@ async def fanout(
                 all_connected.set()
 
     tasks = [asyncio.create_task(subscriber(sink)) for sink in latencies]
-    await asyncio.wait_for(all_connected.wait(), 120)
-    await asyncio.sleep(PARK_SEC * 10)
-    # The idle rate (no value written yet), to subtract from the window's count.
-    idle_start, idle_t = await statements_sent(transport), time.monotonic()
-    await asyncio.sleep(1.0)
-    before, started = await statements_sent(transport), time.monotonic()
-    idle_rate = (before - idle_start) / (started - idle_t)
-    await transport.send(workflow_id, {"go": True}, GO_TOPIC)
-    await asyncio.wait_for(asyncio.gather(*tasks), WAIT_TIMEOUT_SEC + n_values * interval_sec * 4)
-    after, ended = await statements_sent(transport), time.monotonic()
+    try:
+        await asyncio.wait_for(all_connected.wait(), 120)
+        await asyncio.sleep(PARK_SEC * 10)
+        before, started = await statements_sent(transport), time.monotonic()
+        server_cpu, driver_cpu = cpu_seconds(server), time.process_time()
+        await transport.send(workflow_id, {"go": True}, GO_TOPIC)
+        timeout = 4 * WAIT_TIMEOUT_SEC + n_values * interval_sec * 4
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+        after, ended = await statements_sent(transport), time.monotonic()
+        server_cpu, driver_cpu = cpu_seconds(server) - server_cpu, time.process_time() - driver_cpu
+    finally:
+        await cancel(tasks)
     flat = [lat for sink in latencies for lat in sink]
     complete = sum(1 for sink in latencies if len(sink) == n_values)
     return {
         "subscribers": subscribers,
         "values": n_values,
         "latency": summarize(flat),
-        "samples": flat,
+        "samples": thin(flat),
         "complete_subscribers": complete,
         "failures": len(failures),
         "first_failure": failures[0] if failures else None,
-        "statements": after - before,
-        "idle_statements_per_sec": round(idle_rate, 2),
-        "statements_per_value": round(
-            (after - before - idle_rate * (ended - started)) / n_values, 2
+        "server_cpu_sec": round(server_cpu, 3),
+        "driver_cpu_sec": round(driver_cpu, 3),
+        "server_cpu_us_per_delivery": round(server_cpu * 1e6 / max(1, len(flat)), 1),
+        "window_sec": round(ended - started, 3),
+        # Every statement of the server in the window (the writer's own, the shared reader's,
+        # status reads, DBOS's background work), and the stream reads alone.
+        "statements_per_value": round((after["statements"] - before["statements"]) / n_values, 2),
+        "stream_reads_per_value": round(
+            (after["stream_reads"] - before["stream_reads"]) / n_values, 2
         ),
     }
 
@@ -211,10 +259,14 @@ async def concurrency(
     if n_subscribers == 0:
         ready.set()
 
+    outcomes: Counter[str] = Counter()
+    missed: dict[str, list[str]] = {}
+
     async def waiter(workflow_id: str) -> None:
         value = await transport.get_event(workflow_id, EVENT_MESSAGE, 110.0)
         if value is not None:
             received[workflow_id] = time.time()
+        outcomes["waiting GET: " + ("value" if value is not None else "404")] += 1
 
     async def subscriber(workflow_id: str) -> None:
         nonlocal connected
@@ -222,18 +274,16 @@ async def concurrency(
             connected += 1
             if connected == n_subscribers:
                 ready.set()
+            seen = []
             async for event in events:
-                if event.event == "message" and event.json().get("key") == EVENT_MESSAGE:
+                key = event.json().get("key") if event.event == "message" else None
+                if key == EVENT_MESSAGE:
                     received[workflow_id] = time.time()
+                    outcomes["SSE: message event"] += 1
                     return
-
-    watchers = [asyncio.create_task(waiter(i)) for i in ids[:n_waiters]]
-    watchers += [
-        asyncio.create_task(subscriber(i)) for i in ids[n_waiters : n_waiters + n_subscribers]
-    ]
-    await asyncio.wait_for(ready.wait(), 120)
-    await asyncio.sleep(1.0)  # let the waiting GETs reach their wait
-    marks["watching"] = time.time()
+                seen.append(f"{event.event}:{key or event.data}")
+            outcomes["SSE: closed without the message event"] += 1  # e.g. recv timed out
+            missed.setdefault(workflow_id, seen)
 
     sent_at: dict[str, float] = {}
 
@@ -241,12 +291,25 @@ async def concurrency(
         sent_at[workflow_id] = time.time()
         await transport.send(workflow_id, {"approved": False}, TOPIC_NOTIFICATION)
 
-    await bounded((send(i) for i in ids), 50)
-    marks["sent"] = time.time()
-    results = await asyncio.wait_for(
-        asyncio.gather(*watchers, return_exceptions=True), WAIT_TIMEOUT_SEC * 4
-    )
-    marks["delivered"] = time.time()
+    watchers = [asyncio.create_task(waiter(i)) for i in ids[:n_waiters]]
+    watchers += [
+        asyncio.create_task(subscriber(i)) for i in ids[n_waiters : n_waiters + n_subscribers]
+    ]
+    try:
+        await asyncio.wait_for(ready.wait(), 120)
+        await asyncio.sleep(1.0)  # let the waiting GETs reach their wait
+        marks["watching"] = time.time()
+        shapes_before = await statement_shapes(transport)
+        await bounded((send(i) for i in ids), 50)
+        marks["sent"] = time.time()
+        results = await asyncio.wait_for(
+            asyncio.gather(*watchers, return_exceptions=True), WAIT_TIMEOUT_SEC * 4
+        )
+        marks["delivered"] = time.time()
+        shapes = await statement_shapes(transport)
+        shapes.subtract(shapes_before)
+    finally:
+        await cancel(watchers)
     await drain(transport)
     marks["finished"] = time.time()
     errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
@@ -257,6 +320,8 @@ async def concurrency(
         "waiting_gets": n_waiters,
         "sse_subscribers": n_subscribers,
         "delivered_to_watchers": len(received),
+        "watcher_outcomes": dict(outcomes),
+        "missed_examples": dict(list(missed.items())[:3]),
         "watcher_errors": len(errors),
         "first_watcher_error": errors[0] if errors else None,
         "start_sec": round(marks["started"] - marks["begin"], 2),
@@ -264,8 +329,10 @@ async def concurrency(
         "deliver_all_sec": round(marks["delivered"] - marks["watching"], 2),
         "all_finished_sec": round(marks["finished"] - marks["watching"], 2),
         "delivery": summarize(latencies),
-        "delivery_samples": latencies,
+        "delivery_samples": thin(latencies),
         "under_load": monitor_summary(loaded),
+        # What the server asked its database while the messages went out and arrived.
+        "top_statements": [[n, shape] for shape, n in shapes.most_common(8)],
         "health_samples": [
             [round(s["t"] - marks["begin"], 3), round(s["health_ms"], 2)]
             for s in monitor.window(marks["begin"], marks["finished"])

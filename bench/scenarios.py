@@ -55,13 +55,14 @@ async def wait_for_event(
     raise TimeoutError(f"{workflow_id}: event {key!r} never became {expected!r}")
 
 
-async def message_delivery(transport: Transport, samples: int) -> list[float]:
-    """Send -> the workflow's `message` event seen by a client already waiting for it (ms).
+async def message_delivery(transport: Transport, samples: int) -> tuple[list[float], list[float]]:
+    """Send -> the workflow's `message` event seen by a client already waiting for it (ms),
+    and how long the send call itself took (ms).
 
     Each sample: a fresh messaging workflow parked in recv; a reader parked in a waiting
     get of `message`; the clock runs from just before the send until that read returns.
     """
-    latencies = []
+    latencies, sends = [], []
     for seq in range(samples):
         workflow_id = new_id("bench-msg")
         await transport.start_messaging(workflow_id)
@@ -73,12 +74,13 @@ async def message_delivery(transport: Transport, samples: int) -> list[float]:
         sent_at = time.time()
         # Not an approval: the workflow records the message and ends at once.
         await transport.send(workflow_id, {"approved": False, "seq": seq}, TOPIC_NOTIFICATION)
+        sends.append((time.time() - sent_at) * 1000)
         value = await reader
         received_at = time.time()
         if value is None:
             raise RuntimeError(f"{workflow_id}: message not seen within {WAIT_TIMEOUT_SEC}s")
         latencies.append((received_at - sent_at) * 1000)
-    return latencies
+    return latencies, sends
 
 
 async def event_wake(transport: Transport, samples: int, per_workflow: int = 50) -> list[float]:

@@ -11,6 +11,7 @@ database queries per streamed value), need the routes added here.
 import argparse
 import os
 import threading
+from collections import Counter
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -22,21 +23,39 @@ from workflow_comm.app import create_app
 from workflow_comm.params import WorkflowId
 
 router = APIRouter(prefix="/bench", tags=["benchmark"])
-_statements = {"sent": 0}
+_statements: Counter[str] = Counter()
+_by_shape: Counter[str] = Counter()
 _statements_lock = threading.Lock()
 
 
+def _shape(statement: str) -> str:
+    """A statement's first 100 characters, whitespace collapsed: its kind, not its values."""
+    return " ".join(statement.split())[:100]
+
+
 @sa.event.listens_for(sa.engine.Engine, "before_cursor_execute")
-def _count_statement(*_: object) -> None:
-    """Every SQL statement of every engine in this process (DBOS's and the health probe's)."""
+def _count_statement(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+    """Every SQL statement of every engine in this process, and those that read streams."""
+    reads_stream = statement.lstrip().upper().startswith("SELECT") and "streams" in statement
+    shape = _shape(statement)
     with _statements_lock:  # DBOS sends its statements from many threads
-        _statements["sent"] += 1
+        _statements["all"] += 1
+        _by_shape[shape] += 1
+        if reads_stream:
+            _statements["stream_reads"] += 1
 
 
 @router.get("/db-statements")
 async def db_statements() -> dict[str, int]:
-    """How many SQL statements this process has sent to its database so far."""
-    return {"statements": _statements["sent"]}
+    """SQL statements this process has sent so far: all, and SELECTs on the streams table."""
+    return {"statements": _statements["all"], "stream_reads": _statements["stream_reads"]}
+
+
+@router.get("/db-statements/by-shape")
+async def db_statements_by_shape() -> dict[str, int]:
+    """Statements sent so far, counted by their first 100 characters."""
+    with _statements_lock:
+        return dict(_by_shape)
 
 
 @router.post("/event-ticks/{workflow_id}")
@@ -44,7 +63,7 @@ async def start_event_ticks(
     workflow_id: WorkflowId, n_ticks: Annotated[int, Query(ge=1, le=10_000)]
 ) -> dict[str, str]:
     """Start bench_event_ticks: one `tick-<i>` event per "go" message."""
-    with SetWorkflowID(workflow_id):
+    with SetWorkflowID(workflow_id, workflow_id_reuse_policy="reject"):
         await DBOS.start_workflow_async(bench_event_ticks, n_ticks)
     return {"workflow_id": workflow_id}
 
@@ -56,7 +75,7 @@ async def start_stream_ticks(
     interval_sec: Annotated[float, Query(ge=0, le=10)],
 ) -> dict[str, str]:
     """Start bench_stream_ticks: after one "go" message, a stamped value every interval."""
-    with SetWorkflowID(workflow_id):
+    with SetWorkflowID(workflow_id, workflow_id_reuse_policy="reject"):
         await DBOS.start_workflow_async(bench_stream_ticks, n_values, interval_sec)
     return {"workflow_id": workflow_id}
 

@@ -23,3 +23,13 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or not denominator:
         return None
     return round(numerator / denominator, 2)
+
+
+def thin(samples_ms: list[float], keep: int = 2000) -> list[float]:
+    """At most `keep` samples that trace the same distribution (evenly spaced quantiles),
+    so result files stay small; summaries are always computed from every sample."""
+    if len(samples_ms) <= keep:
+        return [round(s, 3) for s in samples_ms]
+    ordered = np.sort(np.asarray(samples_ms, dtype=float))
+    picks = np.linspace(0, ordered.size - 1, keep).round().astype(int)
+    return [round(float(ordered[i]), 3) for i in picks]
