@@ -14,6 +14,9 @@ How to run (the server first, in another terminal):
     python server.py
     python client_examples.py [--base-url http://localhost:8000] [--step-seconds 0.5] [--only 5]
 
+A server started with API keys (COMM_API_KEYS) needs a write key: --api-key KEY, or the
+environment variable COMM_API_KEY (kept out of the shell history and the process list).
+
 Try the live stream by hand:
     curl -X POST http://localhost:8000/start-workflow-streaming/curl-demo/5
     curl -N http://localhost:8000/workflow-stream/curl-demo/live
@@ -24,11 +27,12 @@ The client itself lives in workflow_comm/client.py; it is re-exported here, so
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from workflow_comm.client import (
@@ -38,12 +42,14 @@ from workflow_comm.client import (
     Conflict,
     ConnectionFailed,
     EventChange,
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     ServerError,
     ServiceUnavailable,
     StreamDisconnected,
     StreamItem,
+    Unauthorized,
     ValidationFailed,
     WorkflowClient,
     WorkflowClientError,
@@ -68,12 +74,14 @@ __all__ = [
     "Conflict",
     "ConnectionFailed",
     "EventChange",
+    "Forbidden",
     "NotFound",
     "PayloadTooLarge",
     "ServerError",
     "ServiceUnavailable",
     "StreamDisconnected",
     "StreamItem",
+    "Unauthorized",
     "ValidationFailed",
     "WorkflowClient",
     "WorkflowClientError",
@@ -96,6 +104,7 @@ class Run:
     base_url: str
     step_seconds: float
     tag: str
+    api_key: str | None = field(default=None, repr=False)
 
     def new_id(self, name: str) -> str:
         return f"example-{name}-{self.tag}-{uuid.uuid4().hex[:6]}"
@@ -252,7 +261,7 @@ def example_6_watch_events(client: WorkflowClient, run: Run) -> None:
 
 
 async def _async_examples(run: Run) -> None:
-    async with AsyncWorkflowClient(run.base_url) as client:
+    async with AsyncWorkflowClient(run.base_url, api_key=run.api_key) as client:
 
         async def events_workflow(n: int) -> str:
             wf = run.new_id(f"async-events-{n}")
@@ -344,15 +353,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="run only example N (repeatable)",
     )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("COMM_API_KEY"),
+        help="a write key, if the server requires API keys (default: $COMM_API_KEY)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    run = Run(args.base_url.rstrip("/"), args.step_seconds, uuid.uuid4().hex[:6])
+    run = Run(args.base_url.rstrip("/"), args.step_seconds, uuid.uuid4().hex[:6], args.api_key)
     chosen = args.only or sorted(EXAMPLES)
     failed: list[int] = []
-    with WorkflowClient(run.base_url) as client:
+    with WorkflowClient(run.base_url, api_key=run.api_key) as client:
         try:
             health = client.health()
         except ConnectionFailed as exc:
@@ -370,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
             except (ExampleFailed, WorkflowClientError) as exc:
                 failed.append(number)
                 print(f"--- Example {number} FAILED: {type(exc).__name__}: {exc}")
+                if isinstance(exc, Unauthorized | Forbidden):  # every example would fail alike
+                    print("The server requires a write key: pass --api-key or set COMM_API_KEY.")
+                    return 2
                 continue
             print(f"--- Example {number} ok ({time.monotonic() - began:.2f}s)")
     if failed:

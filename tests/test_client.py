@@ -5,6 +5,8 @@ Every test talks to a real server process over HTTP; nothing is mocked. Tests ma
 """
 
 import asyncio
+import os
+import secrets
 import subprocess
 import sys
 import time
@@ -23,9 +25,11 @@ from workflow_comm.client import (
     ClientTimeout,
     Conflict,
     ConnectionFailed,
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     StreamDisconnected,
+    Unauthorized,
     ValidationFailed,
     WorkflowClient,
 )
@@ -645,3 +649,111 @@ def test_client_examples_script_runs_every_example(base_url: str) -> None:
     for number in range(1, 9):
         assert f"--- Example {number} ok" in output, f"example {number}:\n{output[-3000:]}"
     assert "All 8 examples passed." in output, output[-3000:]
+
+
+# -- API keys ------------------------------------------------------------------------------
+
+WRITE_KEY = secrets.token_urlsafe(24)
+READ_KEY = secrets.token_urlsafe(24)
+
+
+@pytest.fixture(scope="module")
+def keyed_server(postgres_url: str) -> Iterator[ServerProcess]:
+    """A server of our own that requires API keys: one write key and one read key."""
+    env = {"COMM_API_KEYS": f"{WRITE_KEY}:write,{READ_KEY}:read"}
+    with ServerProcess(postgres_url, env=env) as server:
+        yield server
+
+
+@pytest.mark.needs_own_server
+def test_api_key_write_starts_and_sends(keyed_server: ServerProcess) -> None:
+    """With a write key the client starts a messaging workflow and approves it."""
+    with WorkflowClient(keyed_server.base_url, api_key=WRITE_KEY) as client:
+        wf = unique_id("key")
+        client.start_workflow_with_messaging(wf, 2, step_seconds=0)
+        client.send_approval(wf)
+        done = client.wait_for_result(wf, timeout=WAIT)
+    assert done.result["outcome"] == STATUS_COMPLETED, done.result
+
+
+@pytest.mark.needs_own_server
+def test_api_key_write_follows_the_live_stream(keyed_server: ServerProcess) -> None:
+    """The key goes on the SSE requests too, as a header: iter_stream gets every offset."""
+    requests: list[httpx.Request] = []
+    with WorkflowClient(
+        keyed_server.base_url, api_key=WRITE_KEY, event_hooks=live_requests(requests)
+    ) as client:
+        wf = unique_id("key")
+        client.start_workflow_with_streaming(wf, 3, step_seconds=0)
+        offsets = [item.offset for item in client.iter_stream(wf)]
+    assert offsets == list(range(stream_entry_count(3))), offsets
+    sent = [(r.headers.get("Authorization"), r.url.params.get("api_key")) for r in requests]
+    assert sent == [(f"Bearer {WRITE_KEY}", None)], "live request did not carry the key"
+
+
+@pytest.mark.needs_own_server
+def test_api_key_sent_by_the_async_client_too(keyed_server: ServerProcess) -> None:
+    """AsyncWorkflowClient with a write key starts a workflow and watches it live to the end."""
+
+    async def main() -> list[Any]:
+        async with AsyncWorkflowClient(keyed_server.base_url, api_key=WRITE_KEY) as client:
+            wf = unique_id("akey")
+            await client.start_workflow_with_events(wf, 2, step_seconds=0)
+            return [status async for status in client.watch_status(wf)]
+
+    statuses = asyncio.run(main())
+    assert statuses and statuses[-1].status == "SUCCESS", [s.status for s in statuses]
+
+
+@pytest.mark.needs_own_server
+def test_api_key_read_only_may_read_but_start_raises_forbidden(keyed_server: ServerProcess) -> None:
+    """A read key lists workflows; starting one raises Forbidden carrying the 403."""
+    with WorkflowClient(keyed_server.base_url, api_key=READ_KEY) as client:
+        client.list_workflows(limit=1)
+        with pytest.raises(Forbidden) as caught:
+            client.start_workflow_with_events(unique_id("key"), 1, step_seconds=0)
+    assert caught.value.status_code == 403, caught.value
+
+
+@pytest.mark.needs_own_server
+def test_api_key_missing_raises_unauthorized(keyed_server: ServerProcess) -> None:
+    """Without a key, starting raises Unauthorized carrying the 401 and the server's words."""
+    with WorkflowClient(keyed_server.base_url) as client, pytest.raises(Unauthorized) as caught:
+        client.start_workflow_with_events(unique_id("key"), 1, step_seconds=0)
+    assert caught.value.status_code == 401, caught.value
+    assert "API key is required" in str(caught.value.detail), caught.value.detail
+
+
+@pytest.mark.needs_own_server
+def test_api_key_wrong_on_a_live_stream_raises_unauthorized_at_once(
+    keyed_server: ServerProcess,
+) -> None:
+    """A live stream with an unknown key raises Unauthorized on the first answer: no retries."""
+    requests: list[httpx.Request] = []
+    with (
+        WorkflowClient(
+            keyed_server.base_url, api_key="not-a-key", event_hooks=live_requests(requests)
+        ) as client,
+        pytest.raises(Unauthorized) as caught,
+    ):
+        next(client.iter_stream(unique_id("key")))
+    assert "not valid" in str(caught.value.detail), caught.value.detail
+    assert len(requests) == 1, f"{len(requests)} live requests"
+
+
+@pytest.mark.needs_own_server
+def test_api_key_client_examples_take_it_from_the_environment(keyed_server: ServerProcess) -> None:
+    """`COMM_API_KEY=<key> python client_examples.py` uses the key (the --api-key default)."""
+    done = subprocess.run(
+        [sys.executable, "client_examples.py", "--base-url", keyed_server.base_url]
+        + ["--step-seconds", "0", "--only", "5"],
+        cwd=ROOT,
+        env={**os.environ, "COMM_API_KEY": WRITE_KEY},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"exit {done.returncode}:\n{output[-3000:]}"
+    assert "--- Example 5 ok" in output, output[-3000:]
+    assert WRITE_KEY not in output, "the examples printed the key"

@@ -10,6 +10,8 @@ methods. Everything that is not I/O lives once, in `_ClientCore`: how each reque
 each response is parsed into the models of `workflow_comm.models`, how errors map to the
 `WorkflowClientError` hierarchy, and what each server-sent event means. The two subclasses only
 send requests, sleep and iterate, each in its own way.
+
+A server started with API keys (COMM_API_KEYS) needs one: `WorkflowClient(url, api_key=key)`.
 """
 
 import asyncio
@@ -51,12 +53,14 @@ __all__ = [
     "Conflict",
     "ConnectionFailed",
     "EventChange",
+    "Forbidden",
     "NotFound",
     "PayloadTooLarge",
     "ServerError",
     "ServiceUnavailable",
     "StreamDisconnected",
     "StreamItem",
+    "Unauthorized",
     "ValidationFailed",
     "WorkflowClient",
     "WorkflowClientError",
@@ -97,6 +101,14 @@ class BadRequest(WorkflowClientError):
 
 class ValidationFailed(BadRequest):
     """422: a path, query, header or body value is out of bounds; `detail` lists the fields."""
+
+
+class Unauthorized(WorkflowClientError):
+    """401: the server requires an API key (pass `api_key=`), and none or an unknown one came."""
+
+
+class Forbidden(WorkflowClientError):
+    """403: the API key may only read; starting, sending, cancelling and resuming need write."""
 
 
 class NotFound(WorkflowClientError):
@@ -143,6 +155,8 @@ class StreamDisconnected(ConnectionFailed):
 
 _ERRORS_BY_STATUS: dict[int, type[WorkflowClientError]] = {
     400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: PayloadTooLarge,
@@ -379,6 +393,15 @@ def _message_headers(idempotency_key: str | None) -> dict[str, str]:
     return {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
 
 
+def _headers(api_key: str | None, given: Any) -> httpx.Headers:
+    """The client's default headers: the caller's own, plus the API key if there is one."""
+    headers = httpx.Headers(given)
+    if api_key:
+        # httpx masks this header in reprs and logs; the live endpoints take it too.
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
 def _merge_pages(first: StreamPage, pages: list[StreamPage]) -> StreamPage:
     values = [v for page in pages for v in page.stream_values]
     last = pages[-1]
@@ -558,6 +581,11 @@ class WorkflowClient(_ClientCore):
     Use it as a context manager, or call `close()`. Extra keyword arguments (headers,
     transport, event_hooks, ...) go to `httpx.Client`.
 
+    `api_key` is sent as `Authorization: Bearer <key>` on every request, the live ones
+    included, for a server started with COMM_API_KEYS. Without a valid key such a server
+    answers 401 (`Unauthorized`); a read-only key that starts, sends, cancels or resumes gets
+    403 (`Forbidden`). Neither is retried, not even by the live methods.
+
     Live methods (`iter_stream`, `watch_events`, `watch_status`) reconnect after a dropped
     connection up to `max_retries` times in a row, waiting `retry_backoff` seconds doubled per
     attempt (at most `max_backoff`), resuming with `Last-Event-ID`. `sse_read_timeout` is how
@@ -573,12 +601,16 @@ class WorkflowClient(_ClientCore):
         max_retries: int = 8,
         retry_backoff: float = 0.25,
         max_backoff: float = 5.0,
+        api_key: str | None = None,
         **httpx_options: Any,
     ) -> None:
         super().__init__(
             base_url, timeout, sse_read_timeout, max_retries, retry_backoff, max_backoff
         )
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, **httpx_options)
+        headers = _headers(api_key, httpx_options.pop("headers", None))
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, headers=headers, **httpx_options
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -826,8 +858,9 @@ class WorkflowClient(_ClientCore):
 class AsyncWorkflowClient(_ClientCore):
     """The same API as `WorkflowClient` for asyncio: coroutines and async iterators.
 
-    Use it as an async context manager, or call `aclose()`. Extra keyword arguments go to
-    `httpx.AsyncClient`. Run many workflows at once with `asyncio.gather`.
+    Use it as an async context manager, or call `aclose()`. `api_key` is sent as with
+    `WorkflowClient`. Extra keyword arguments go to `httpx.AsyncClient`. Run many workflows at
+    once with `asyncio.gather`.
     """
 
     def __init__(
@@ -839,12 +872,16 @@ class AsyncWorkflowClient(_ClientCore):
         max_retries: int = 8,
         retry_backoff: float = 0.25,
         max_backoff: float = 5.0,
+        api_key: str | None = None,
         **httpx_options: Any,
     ) -> None:
         super().__init__(
             base_url, timeout, sse_read_timeout, max_retries, retry_backoff, max_backoff
         )
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, **httpx_options)
+        headers = _headers(api_key, httpx_options.pop("headers", None))
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, headers=headers, **httpx_options
+        )
 
     async def __aenter__(self) -> Self:
         return self
