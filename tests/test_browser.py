@@ -8,6 +8,7 @@ Skipped when /usr/bin/chromium is missing, unless CI is set: then it fails.
 """
 
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -463,3 +464,97 @@ def test_phone_screen_has_no_sideways_scroll_and_big_targets(phone: Dashboard) -
         for name in [button.inner_text()]
     ]
     assert small == [], f"buttons under {MIN_TOUCH_TARGET_PX} px: {small}"
+
+
+# -- API keys --------------------------------------------------------------------------------
+
+WRITE_KEY = secrets.token_urlsafe(24)
+READ_KEY = secrets.token_urlsafe(24)
+ASK_FOR_KEY = "This server requires an API key. Please enter yours here, then press Use key."
+
+
+@pytest.fixture(scope="module")
+def keyed_server(
+    postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A server of our own that requires API keys: one write key and one read key."""
+    env = {"COMM_API_KEYS": f"{WRITE_KEY}:write,{READ_KEY}:read"}
+    workdir = tmp_path_factory.mktemp("keyed")
+    with ServerProcess(postgres_url, env=env, workdir=workdir) as server:
+        yield server
+
+
+@pytest.fixture
+def keyless_tab(browser: Browser) -> Iterator[Page]:
+    """A tab in a new browser context: its sessionStorage holds no key from another test."""
+    context = browser.new_context(viewport=DESKTOP)
+    yield context.new_page()
+    context.close()
+
+
+def use_key(page: Page, key: str) -> None:
+    """Type `key` into the API key field and press Use key; wait until the list loaded."""
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.locator("#key-message")).to_be_empty()
+    expect(page.locator("#recent-updated")).not_to_have_text("Loading…")
+
+
+@pytest.mark.needs_own_server
+def test_api_key_missing_the_page_asks_for_one(
+    keyless_tab: Page, keyed_server: ServerProcess
+) -> None:
+    """On a server that requires keys, the page's first 401 asks for a key in plain words
+    and puts the focus in the API key field (a password field)."""
+    page = keyless_tab
+    with dashboard_at(page, keyed_server.base_url) as dash:
+        dash.expected_errors = ["status of 401"]  # the refused list requests
+        field = page.get_by_label("API key")
+        expect(page.locator("#key-message")).to_have_text(ASK_FOR_KEY)
+        expect(field).to_be_focused()
+        expect(field).to_have_attribute("type", "password")
+        expect(field).to_have_attribute("aria-invalid", "true")
+        expect(page.locator("#recent-error")).to_contain_text("needs an API key")
+
+
+@pytest.mark.needs_own_server
+def test_api_key_write_the_page_starts_and_follows_live(
+    keyless_tab: Page, keyed_server: ServerProcess
+) -> None:
+    """With a write key entered, the page starts a streaming workflow and follows it live to
+    the end; the key stays in sessionStorage, out of the URL bar and localStorage."""
+    page = keyless_tab
+    with dashboard_at(page, keyed_server.base_url) as dash:
+        dash.expected_errors = ["status of 401"]  # only before the key is entered
+        expect(page.locator("#key-message")).to_have_text(ASK_FOR_KEY)
+        use_key(page, WRITE_KEY)
+        errors_before_start = len(dash.errors)
+        n = 3
+        dash.start("streaming", n, 0.05, unique_id("ui-key"))
+        expect(page.locator("#stream-summary")).to_contain_text("Stream closed", timeout=WAIT_MS)
+        offsets = log_offsets(page)
+        assert offsets == list(range(stream_entry_count(n))), offsets
+        expect(page.locator("#f-status")).to_have_text("SUCCESS")
+        late = dash.errors[errors_before_start:]
+        assert late == [], f"console errors with the key in use: {late}"
+        assert WRITE_KEY not in page.url, page.url
+        stored = page.evaluate(
+            "[sessionStorage.getItem('workflow-comm.api-key'), localStorage.length]"
+        )
+        assert stored == [WRITE_KEY, 0], "the key is not in sessionStorage only"
+
+
+@pytest.mark.needs_own_server
+def test_api_key_read_only_is_told_it_cannot_start(
+    keyless_tab: Page, keyed_server: ServerProcess
+) -> None:
+    """With a read key the list loads, and Start says the key can read but not start."""
+    page = keyless_tab
+    with dashboard_at(page, keyed_server.base_url) as dash:
+        dash.expected_errors = ["status of 401", "status of 403"]
+        use_key(page, READ_KEY)
+        dash.start("events", 1, 0, unique_id("ui-read"))
+        expect(page.locator("#start-error")).to_contain_text(
+            "This key can read but not start or send"
+        )
+        expect(page.locator("#followed-body")).to_be_hidden()

@@ -1,4 +1,45 @@
-// Calls to the HTTP API, and its errors in plain words.
+// Calls to the HTTP API with the page's API key, and its errors in plain words.
+
+// sessionStorage: the key lasts as long as the tab, and never reaches localStorage or a URL
+// the person can see or share.
+const KEY_STORAGE = "workflow-comm.api-key";
+let key = "";
+try {
+  key = sessionStorage.getItem(KEY_STORAGE) ?? "";
+} catch {
+  // Storage blocked (e.g. a privacy setting): the key is kept in memory for this page only.
+}
+let onAnswer = () => {};
+
+/** The API key this tab sends, or "" for none (a server without keys needs none). */
+export const apiKey = () => key;
+
+/** Use `value` ("" for none) from now on, for this tab. */
+export function setApiKey(value) {
+  key = value;
+  try {
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    else sessionStorage.removeItem(KEY_STORAGE);
+  } catch {
+    // As above: in memory only.
+  }
+}
+
+/** `listener(status)` hears the HTTP status of every answer, to tell about the key. */
+export function listenToAnswers(listener) {
+  onAnswer = listener;
+}
+
+/**
+ * A live endpoint's URL for an EventSource, which cannot send headers: the key goes in
+ * `?api_key=`, which the server takes on its live endpoints only (and keeps out of its logs).
+ */
+export function liveUrl(path) {
+  if (!key) return path;
+  const url = new URL(path, window.location.origin);
+  url.searchParams.set("api_key", key);
+  return `${url.pathname}${url.search}`;
+}
 
 /** An API call that did not succeed; `message` is already written for a person. */
 export class ApiError extends Error {
@@ -54,6 +95,12 @@ export function plainWords(status, detail) {
     return `Please check the input: ${detail.map(fieldProblem).join(" ")}`;
   }
   switch (status) {
+    case 401:
+      return key
+        ? "The server did not accept this API key. Check it in the API key field at the top."
+        : "This server needs an API key. Enter it in the API key field at the top.";
+    case 403:
+      return "This key can read but not start or send. Enter a write key to do that.";
     case 409:
       return `That ID is already taken. ${said}`;
     case 404:
@@ -74,6 +121,7 @@ export async function request(method, path, { query, body } = {}) {
   const url = new URL(path, window.location.origin);
   for (const [name, value] of Object.entries(query ?? {})) url.searchParams.set(name, value);
   const init = { method, headers: { Accept: "application/json" } };
+  if (key) init.headers.Authorization = `Bearer ${key}`;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -84,6 +132,7 @@ export async function request(method, path, { query, body } = {}) {
   } catch {
     throw new ApiError(0, null, "The server could not be reached. Check that it is running.");
   }
+  onAnswer(response.status);
   const json = await response.json().catch(() => null);
   if (!response.ok) {
     const detail = json?.detail ?? null;

@@ -1,6 +1,6 @@
 // The dashboard: start a workflow, follow it live, pick others from the recent list.
 
-import { request, segment } from "./api.js";
+import { apiKey, listenToAnswers, request, segment, setApiKey } from "./api.js";
 import { config } from "./config.js";
 import { FollowedWorkflow } from "./follow.js";
 import { RecentList } from "./recent.js";
@@ -111,6 +111,35 @@ async function followWorkflow(id, followed, recent) {
   }
 }
 
+// The API key field: only needed when the server requires keys, which its 401 tells us.
+function setUpKey(retry) {
+  const field = $("api-key");
+  const message = $("key-message");
+  field.value = apiKey();
+  field.addEventListener("input", () => setApiKey(field.value.trim()));
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    setApiKey(field.value.trim());
+    message.textContent = ""; // a refusal of this key is then said (and announced) anew
+    retry();
+  });
+  listenToAnswers((status) => {
+    if (status === 401) {
+      const ask = apiKey()
+        ? "The server did not accept this API key. Please check it and enter it again."
+        : "This server requires an API key. Please enter yours here, then press Use key.";
+      // The list asks again every few seconds: say it, and take the focus, only once.
+      if (message.textContent === ask) return;
+      message.textContent = ask;
+      field.setAttribute("aria-invalid", "true");
+      field.focus();
+    } else if (status < 400 && message.textContent) {
+      message.textContent = "";
+      field.removeAttribute("aria-invalid");
+    }
+  });
+}
+
 function main() {
   describeBounds();
   suggestId();
@@ -126,8 +155,12 @@ function main() {
   };
   for (const radio of form.elements.kind) radio.addEventListener("change", syncKind);
   syncKind(); // the browser may have restored another kind on reload
-  recent.start();
   const linked = decodeURIComponent(window.location.hash.slice(1));
+  setUpKey(() => {
+    recent.refresh();
+    if (linked && !followed.id) followWorkflow(linked, followed, recent);
+  });
+  recent.start();
   if (linked) followWorkflow(linked, followed, recent);
 }
 

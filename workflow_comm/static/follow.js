@@ -4,7 +4,7 @@
 // followed at a time, with two feeds: its status, plus its events (progress bar) or, for a
 // streaming workflow, its stream (the log).
 
-import { request, segment } from "./api.js";
+import { liveUrl, request, segment } from "./api.js";
 import { config } from "./config.js";
 import { clock, element, statusClass, TERMINAL } from "./format.js";
 import { LiveFeed, StreamCursor } from "./live.js";
@@ -94,7 +94,7 @@ export class FollowedWorkflow {
 
   feed(url, onValue, onClosed) {
     const feed = new LiveFeed({
-      url: typeof url === "function" ? url : () => url,
+      url: () => liveUrl(typeof url === "function" ? url() : url),
       onValue,
       onClosed,
       onState: (state) => {
