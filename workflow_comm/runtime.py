@@ -5,10 +5,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 import psycopg
 import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer
+from dbos._dbos import _get_dbos_instance
 from fastapi import FastAPI
 
 from workflow_comm.live.hub import LiveHub
@@ -17,6 +19,9 @@ from workflow_comm.settings import APP_NAME, Settings, get_settings
 from workflow_comm.takeover import Takeover
 
 logger = logging.getLogger("workflow_comm")
+# Seconds after the database is back at which waiting recv/get_event calls are re-checked: at
+# once, and while DBOS's notification listener reconnects (it retries once a second).
+RECHECK_AFTER_OUTAGE_SEC = (0.0, 2.0, 5.0, 10.0)
 
 
 def dbos_config(settings: Settings) -> DBOSConfig:
@@ -63,6 +68,31 @@ def _refused_in_workflow(context: sa.engine.ExceptionContext) -> None:
         context.is_disconnect = True
 
 
+async def recheck_waiters_after_outage() -> None:
+    """Find the messages and events that waiting workflows and requests missed in an outage.
+
+    DBOS wakes a waiting recv or get_event through LISTEN/NOTIFY and looks at the database on
+    its own only every 60 s. dbos 3.4.0 drops the NOTIFYs it could not send while the database
+    was away, and its listener misses those sent before it reconnects: a workflow could sit a
+    minute on an approval that had arrived. Called when the database is back, this runs DBOS's
+    own checks on every waiter (they wake one only if its message or event is there).
+    """
+    waited = 0.0
+    for at in RECHECK_AFTER_OUTAGE_SEC:
+        await asyncio.sleep(at - waited)
+        waited = at
+        await asyncio.to_thread(_recheck_waiters)
+
+
+def _recheck_waiters() -> None:
+    # Private API of dbos 3.4.0 (pinned): the waiter registries its polling listener walks.
+    sys_db = _get_dbos_instance()._sys_db
+    for _, (workflow_id, topic, _), signal in sys_db.notifications_map.snapshot():
+        sys_db.recv_check(workflow_id, topic, cast(Any, signal))  # sets each waiter's event
+    for _, (workflow_id, key, _), signal in sys_db.workflow_events_map.snapshot():
+        sys_db.get_event_check(workflow_id, key, cast(Any, signal))
+
+
 class DatabaseProbe:
     """Answers "does the database answer?" in bounded time, apart from DBOS's retrying calls."""
 
@@ -103,7 +133,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """
     settings = get_settings()
     configure_logging(settings)
-    takeover = Takeover(settings) if settings.takeover_enabled and not settings.is_sqlite else None
+    takeover = (
+        Takeover(settings, on_database_back=recheck_waiters_after_outage)
+        if settings.takeover_enabled and not settings.is_sqlite
+        else None
+    )
     if takeover is not None:
         # Before launch: DBOS recovers our own pending workflows as it launches, which must
         # not overlap a survivor still handing them over.

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import psycopg
 from dbos import DBOS
@@ -61,7 +62,13 @@ class ExecutorLockBusy(RuntimeError):
 class Takeover:
     """Holds this instance's executor lock and takes over the workflows of dead executors."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_database_back: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`on_database_back` runs (in the background) each time the lock connection, lost
+        with the database, is back: the first sign here that the database is reachable."""
         self._url = settings.sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
         self._executor_id = settings.resolved_executor_id
         self._version = settings.application_version
@@ -74,6 +81,8 @@ class Takeover:
         # Executors whose lock was free on the last scan, and since when.
         self._suspects: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._on_database_back = on_database_back
+        self._background: set[asyncio.Task[None]] = set()
 
     async def acquire_own_lock(self) -> None:
         """Take this executor's lock before DBOS launches; fail if a live process keeps it.
@@ -98,9 +107,10 @@ class Takeover:
 
     async def stop(self) -> None:
         """Stop scanning and release our lock (call after DBOS has stopped our workflows)."""
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._background]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for conn in (self._scan_conn, self._lock_conn):
             if conn is not None:
                 with contextlib.suppress(psycopg.Error):
@@ -160,6 +170,10 @@ class Takeover:
                     waited = time.monotonic()
                 await asyncio.sleep(RETRY_LOCK_SEC)
             logger.warning("executor lock held again")
+            if self._on_database_back is not None:
+                task = asyncio.ensure_future(self._on_database_back())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     async def _scan_forever(self) -> None:
         while True:
