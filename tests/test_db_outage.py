@@ -35,6 +35,7 @@ from tests.crash_campaign import (
     wait_finished,
 )
 from tests.support import ServerProcess, ThrowawayPostgres, unique_id
+from workflow_comm import keys
 
 pytestmark = pytest.mark.needs_own_server
 
@@ -44,7 +45,10 @@ LATENCY_BOUND = DB_TIMEOUT + 5.0
 OUTAGE_SECONDS = 5.0
 LOAD_AFTER = 4.0
 RECOVERY_BOUND = 15.0
-LIVE_STEPS = 24
+RESUME_BOUND = 30.0
+# Without a look at the database when it returns, DBOS would find the message after 60 s.
+WAKE_BOUND = 20.0
+LIVE_STEPS = 16
 
 
 @dataclass
@@ -67,6 +71,10 @@ class OutageRecord:
     live_reconnects: int = 0
     live_cut_offs: list[str] = field(default_factory=list)
     live_workflow: Planned | None = None
+    # Waiting for its approval through the outage; approved the moment the database is back.
+    approval: Planned | None = None
+    approved_at: float = 0.0
+    approval_seen_at: float = 0.0  # when its status first moved past waiting_for_approval
     phases: dict[str, float] = field(default_factory=dict)  # seconds since the fixture began
     server: ServerProcess | None = None
     database_url: str = ""
@@ -175,6 +183,20 @@ def follow_live(record: OutageRecord, base_url: str, workflow_id: str) -> None:
             time.sleep(0.2)
 
 
+def watch_approval(record: OutageRecord, base_url: str) -> None:
+    """Note when the approved workflow's status first moves past waiting_for_approval."""
+    assert record.approval is not None
+    url = f"{base_url}/workflow-events/{record.approval.workflow_id}/{keys.EVENT_STATUS}"
+    deadline = time.monotonic() + 90
+    with httpx.Client(timeout=30.0) as http:
+        while time.monotonic() < deadline:
+            response = http.get(url, params={"timeout": 0})
+            if response.status_code == 200 and response.json()["value"] != keys.STATUS_WAITING:
+                record.approval_seen_at = time.monotonic()
+                return
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def outage() -> Iterator[OutageRecord]:
     """Run the scenario once: load, stop Postgres, start it again, let the load go on."""
@@ -194,6 +216,14 @@ def outage() -> Iterator[OutageRecord]:
         record.live_workflow = live
         started = httpx.post(f"{server.base_url}{live.start_path()}", params=live.start_params())
         assert started.status_code == 200, started.text
+        approval = plan_workflow(random.Random(), "messaging", prefix="outage-approval")
+        approval.n_steps, approval.step_seconds, approval.approve = 1, 0, True
+        approval.payload = {"approved": True, "sent": "as the database came back"}
+        record.approval = approval
+        started = httpx.post(
+            f"{server.base_url}{approval.start_path()}", params=approval.start_params()
+        )
+        assert started.status_code == 200, started.text
         stop = threading.Event()
         threads = [
             threading.Thread(target=client_loop, args=(record, server.base_url, stop, n))
@@ -207,6 +237,15 @@ def outage() -> Iterator[OutageRecord]:
         time.sleep(OUTAGE_SECONDS)
         postgres.start_postgres()
         record.up_at = time.monotonic()
+        with httpx.Client(base_url=server.base_url, timeout=30.0) as http:
+            path = f"/send-message/{approval.workflow_id}"
+            key = {"Idempotency-Key": approval.idempotency_key or ""}
+            sent = until_ok(record, http, "send", "POST", path, json=approval.payload, headers=key)
+            assert sent.status_code == 200, sent.text
+        approval.acknowledged, record.approved_at = True, time.monotonic()
+        watcher = threading.Thread(target=watch_approval, args=(record, server.base_url))
+        watcher.start()
+        threads.append(watcher)
         time.sleep(LOAD_AFTER)
         stop.set()
         for thread in threads:
@@ -239,6 +278,13 @@ def test_requests_during_the_outage_get_503_with_a_clear_message(outage: OutageR
 def test_no_request_hangs_past_the_database_timeout(outage: OutageRecord) -> None:
     """Every request is answered within COMM_DB_TIMEOUT_SEC (plus scheduling slack)."""
     slowest = max(outage.calls, key=lambda c: c.seconds)
+    during = outage.during_outage()
+    print(  # noqa: T201
+        f"{len(outage.calls)} requests, {len(during)} during the outage "
+        f"({sum(c.status == 503 for c in during)} answered 503, others "
+        f"{dict(Counter((c.op, c.status) for c in during if c.status != 503))}); slowest answer "
+        f"{slowest.seconds:.2f}s ({slowest.op} {slowest.status})"
+    )
     assert slowest.seconds < LATENCY_BOUND, f"slowest {slowest.seconds:.1f}s: {slowest}"
 
 
@@ -266,13 +312,26 @@ def test_nothing_acknowledged_is_lost(outage: OutageRecord) -> None:
     """Every workflow whose start got a 200 finishes, with every stream entry, event and
     acknowledged message exactly once."""
     assert outage.server is not None
-    planned = list(outage.planned)
+    assert outage.approval is not None
+    planned = [*outage.planned, outage.approval]
     assert len({p.kind for p in planned}) == 3, f"kinds started: {Counter(p.kind for p in planned)}"
     with httpx.Client(base_url=outage.server.base_url, timeout=30.0) as http:
-        wait_finished(http, [p.workflow_id for p in planned], timeout=90)
+        # DBOS retries with backoff (1 s, doubling): after a 5 s outage within seconds; a
+        # notification lost in the outage would leave a workflow waiting up to 60 s.
+        wait_finished(http, [p.workflow_id for p in planned], timeout=RESUME_BOUND)
         with psycopg.connect(outage.database_url, autocommit=True) as db:
             for item in planned:
                 verify_workflow(http, db, item, sse=False)
+
+
+def test_message_sent_as_the_database_returns_wakes_its_workflow(outage: OutageRecord) -> None:
+    """An approval acknowledged right after the database is back reaches its waiting workflow
+    within seconds, though its notification may have been lost with the outage."""
+    assert outage.approval_seen_at, "the approved workflow never reacted"
+    delay = outage.approval_seen_at - outage.approved_at
+    after = outage.approved_at - outage.up_at
+    print(f"approval sent {after:.1f}s after Postgres was back, received {delay:.1f}s later")  # noqa: T201
+    assert delay < WAKE_BOUND, f"the approved workflow waited {delay:.1f}s"
 
 
 def test_live_stream_resumes_after_the_outage(outage: OutageRecord) -> None:
