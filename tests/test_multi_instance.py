@@ -35,7 +35,7 @@ from workflow_comm.settings import Settings
 
 pytestmark = pytest.mark.needs_own_server
 
-INTERVAL = Settings().takeover_interval_sec  # the default, as deployed
+INTERVAL: float = Settings.model_fields["takeover_interval_sec"].default  # as deployed
 # Documented: at most two intervals to decide, then DBOS's queue polling (1 s) to resume.
 # The bound asserted is generous: the test machine is shared and slow to schedule.
 TAKEOVER_BOUND = 2 * INTERVAL + 1.0
