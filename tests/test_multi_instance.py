@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import httpx
@@ -183,6 +184,8 @@ def test_lost_lock_connection_is_not_mistaken_for_death(
     a, b, c = trio
     workflow_id = unique_id("multi-alive")
     lock_connection = f"workflow-comm executor-lock {executor_of(b)}"[:63]
+    suspected = f"executor {executor_of(b)} holds no lock"
+    taken_over = f"of dead executor {executor_of(b)} "
     with httpx.Client(timeout=30.0) as http:
         started = http.post(f"{b.base_url}/start-workflow-messaging/{workflow_id}/1")
         assert started.status_code == 200, started.text
@@ -200,13 +203,8 @@ def test_lost_lock_connection_is_not_mistaken_for_death(
                 time.sleep(INTERVAL / 2)  # the lock stays free for about half an interval
             finally:
                 b.process.send_signal(signal.SIGCONT)
-            relocks = attempt
-            wait_until(
-                lambda n=relocks: len(log_lines(b, "executor lock held again")) >= n,
-                timeout=30,
-                what="B relocks",
-            )
-            if log_lines(a, "holds no lock") or log_lines(c, "holds no lock"):
+            wait_until(partial(relocked, b, attempt), timeout=30, what="B relocks")
+            if log_lines(a, suspected) or log_lines(c, suspected):
                 break
         time.sleep(2 * INTERVAL + 1)  # a survivor would take over by now, if it ever will
         now = status(http, b, workflow_id)
@@ -215,11 +213,11 @@ def test_lost_lock_connection_is_not_mistaken_for_death(
         http.base_url = httpx.URL(b.base_url)
         wait_finished(http, [workflow_id], timeout=30)
         after = status(http, b, workflow_id)
-    looked = log_lines(a, "holds no lock") + log_lines(c, "holds no lock")
+    looked = log_lines(a, suspected) + log_lines(c, suspected)
     assert looked, "no survivor scanned while B's lock was free; the test proved nothing"
     assert now["executor_id"] == executor_of(b), f"taken from B while alive: {now}"
     assert after["executor_id"] == executor_of(b), f"finished elsewhere: {after}"
-    taken = log_lines(a, "took over") + log_lines(c, "took over")
+    taken = log_lines(a, taken_over) + log_lines(c, taken_over)
     assert not taken, f"a survivor took over a live instance: {taken}"
 
 
@@ -263,6 +261,10 @@ def test_survivor_takes_over_a_dead_instance(
             for item in planned:
                 verify_workflow(http, db, item)
     assert takeover < TAKEOVER_ASSERTED, f"takeover took {takeover:.1f}s"
+
+
+def relocked(server: ServerProcess, times: int) -> bool:
+    return len(log_lines(server, "executor lock held again")) >= times
 
 
 def log_lines(server: ServerProcess, text: str) -> list[str]:
