@@ -354,11 +354,15 @@ class CampaignReport:
         hit_kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.hit_kinds.items()))
         worst = max(self.restart_seconds, default=0.0)
         mean = sum(self.restart_seconds) / max(1, len(self.restart_seconds))
+        hits = (
+            f"  kills hit {len(self.hits)} running workflows ({hit_kinds}) "
+            f"{sum(self.hits.values())} times, one of them {max(self.hits.values())} times\n"
+            if self.hits
+            else "  no kill hit a running workflow\n"
+        )
         return (
             f"crash campaign (seed {self.seed}): {self.kills} kills in {self.seconds:.0f}s\n"
-            f"  kills hit {len(self.hits)} running workflows ({hit_kinds}) "
-            f"{sum(self.hits.values())} times, one of them {max(self.hits.values(), default=0)}"
-            " times\n"
+            f"{hits}"
             f"  workflows: {self.checked.workflows} finished and checked ({kinds})\n"
             f"  stream entries: {self.checked.stream_entries} checked in pages, "
             f"{self.checked.sse_entries} replayed over SSE; no loss, no duplicate\n"
