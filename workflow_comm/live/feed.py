@@ -55,6 +55,7 @@ class Subscriber:
         self._catch_up: tuple[int, int] | None = None  # stream offsets [start, end) from the db
         self._control: Control | None = None
         self._control_set = asyncio.Event()
+        self.feed: WorkflowFeed | None = None  # the feed that registered it
 
     def wants(self, item: Item) -> bool:
         interest = self.interest
@@ -232,6 +233,7 @@ class WorkflowFeed:
         if interest.stream_key is not None:
             initial.extend(self._join_stream(sub, interest.stream_key, interest.stream_offset))
         sub._initial = initial
+        sub.feed = self
         self.subscribers.add(sub)
         return sub
 
@@ -278,7 +280,11 @@ class WorkflowFeed:
     def _report_crash(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             logger.error("live reader of %s failed", self.workflow_id, exc_info=task.exception())
-            self.stop_all(Shutdown())
+            self.stop_all(Shutdown("A live reader failed (is the database away?); reconnect."))
+            # Leave the hub now: whoever subscribes next gets fresh readers, not dead ones.
+            for other in self.tasks:
+                other.cancel()
+            self.on_empty(self)
 
     async def _watch_status(self) -> None:
         while True:

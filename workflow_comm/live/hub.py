@@ -85,10 +85,10 @@ class LiveHub:
             self._feeds[workflow_id] = feed
         return feed.add(interest)
 
-    def unsubscribe(self, workflow_id: str, sub: Subscriber) -> None:
-        feed = self._feeds.get(workflow_id)
-        if feed is not None:
-            feed.remove(sub)
+    def unsubscribe(self, sub: Subscriber) -> None:
+        # The subscriber's own feed: after a reader failure the hub may hold a newer one.
+        if sub.feed is not None:
+            sub.feed.remove(sub)
 
     def _forget(self, feed: WorkflowFeed) -> None:
         if self._feeds.get(feed.workflow_id) is feed:

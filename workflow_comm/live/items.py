@@ -53,7 +53,9 @@ class Overflow:
 
 @dataclass(frozen=True, slots=True)
 class Shutdown:
-    """The server is shutting down."""
+    """This server stops serving the subscriber: it is shutting down, or lost a reader."""
+
+    reason: str = "The server is shutting down; reconnect to resume."
 
 
 Item = StreamValue | StreamEnd | EventChange | EventsEnd | StatusChange | StatusEnd

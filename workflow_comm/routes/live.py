@@ -84,7 +84,7 @@ async def _subscription(
     try:
         yield sub
     finally:
-        hub.unsubscribe(watched, sub)
+        hub.unsubscribe(sub)
         hub.release()
 
 
@@ -209,5 +209,4 @@ def _cut_off(why: Overflow | Shutdown, resume: dict[str, Any]) -> ServerSentEven
     if isinstance(why, Overflow):
         reason = "This client fell too far behind; reconnect to resume."
         return ServerSentEvent(event="overflow", raw_data=_json({**resume, "reason": reason}))
-    reason = "The server is shutting down; reconnect to resume."
-    return ServerSentEvent(event="shutdown", raw_data=_json({**resume, "reason": reason}))
+    return ServerSentEvent(event="shutdown", raw_data=_json({**resume, "reason": why.reason}))

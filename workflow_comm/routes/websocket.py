@@ -105,7 +105,7 @@ async def workflow_socket(
         for task in (pump, listen):
             task.cancel()
         await asyncio.gather(pump, listen, return_exceptions=True)
-        hub.unsubscribe(watched, sub)
+        hub.unsubscribe(sub)
         hub.release()
     if pump.done() and not pump.cancelled() and pump.exception() is None:
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
