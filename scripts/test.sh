@@ -2,7 +2,7 @@
 # Set up (first run only), lint, type-check and run the test suite: scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh test
+scripts/setup.sh test,bench  # bench: its smoke test runs too
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
