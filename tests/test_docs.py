@@ -249,7 +249,12 @@ def problem(command: DocCommand, sent: str, outcome: Outcome) -> str | None:
     if outcome.returncode != 0:
         return f"exit status {outcome.returncode}"
     if command.kind == "python":
-        return None if "closed" in outcome.stdout else "no 'closed' frame in its output"
+        if outcome.returncode != 0:
+            return f"exited {outcome.returncode}"
+        # A `# → text` comment says what the example prints.
+        promised = re.findall(r"#\s*→\s*(.+?)\s*$", command.text, flags=re.MULTILINE)
+        missing = [text for text in promised if text not in outcome.stdout]
+        return f"its output lacks {missing}" if missing else None
     if outcome.status is None:
         return "no HTTP status"
     if command.expect_status is not None:
