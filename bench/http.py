@@ -143,7 +143,8 @@ class HTTPTransport:
             yield stream_values(events)
 
     async def pending_count(self) -> int:
-        body = await self.request("GET", "/workflows", params={"status": "PENDING", "limit": "1"})
+        # Counts up to the route's page limit (500): enough to see progress and leftovers.
+        body = await self.request("GET", "/workflows", params={"status": "PENDING", "limit": "500"})
         count: int = body["count"]
         return count
 

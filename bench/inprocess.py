@@ -61,7 +61,7 @@ class DBOSTransport:
 
     async def pending_count(self) -> int:
         pending = await DBOS.list_workflows_async(
-            status="PENDING", limit=1, load_input=False, load_output=False
+            status="PENDING", limit=500, load_input=False, load_output=False
         )
         return len(pending)
 

@@ -247,6 +247,7 @@ async def concurrency(
     `n_subscribers` by an events SSE subscriber each.
     """
     ids = [new_id("bench-conc") for _ in range(n_workflows)]
+    already = await transport.pending_count()  # left over by an earlier scenario
     marks: dict[str, float] = {"begin": time.time()}
     await bounded((transport.start_messaging(i) for i in ids), 25)
     marks["started"] = time.time()
@@ -310,7 +311,7 @@ async def concurrency(
         shapes.subtract(shapes_before)
     finally:
         await cancel(watchers)
-    await drain(transport)
+    stuck = await drain(transport, already=already)
     marks["finished"] = time.time()
     errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
     latencies = [(received[i] - sent_at[i]) * 1000 for i in received]
@@ -322,6 +323,7 @@ async def concurrency(
         "delivered_to_watchers": len(received),
         "watcher_outcomes": dict(outcomes),
         "missed_examples": dict(list(missed.items())[:3]),
+        "stuck_pending": stuck,
         "watcher_errors": len(errors),
         "first_watcher_error": errors[0] if errors else None,
         "start_sec": round(marks["started"] - marks["begin"], 2),

@@ -189,15 +189,20 @@ def markdown(latency: dict[str, Any], results: dict[str, Any], plots: list[str])
             "",
             "## Workflow starts per second (events workflow, 1 step, 0 s)",
             "",
-            "| clients | HTTP /s | HTTP errors | in-process /s | HTTP / in-process |",
-            "|---:|---:|---:|---:|---:|",
+            "| clients | HTTP /s | HTTP errors | left PENDING (HTTP) | in-process /s | "
+            "in-process errors | HTTP / in-process |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for level in sorted(set(http) | set(local)):
             h, b = http.get(level, {}), local.get(level, {})
             lines.append(
                 f"| {level} | {_fmt(h.get('per_sec'))} | {_fmt(h.get('errors'))} | "
-                f"{_fmt(b.get('per_sec'))} | {_fmt(ratio(h.get('per_sec'), b.get('per_sec')))} |"
+                f"{_fmt(h.get('stuck_pending'))} | {_fmt(b.get('per_sec'))} | "
+                f"{_fmt(b.get('errors'))} | {_fmt(ratio(h.get('per_sec'), b.get('per_sec')))} |"
             )
+        first = next((r["first_error"] for r in http.values() if r.get("first_error")), None)
+        if first:
+            lines += ["", f"First HTTP error: `{first}`"]
 
     fan = results.get("fanout", [])
     if fan:
@@ -251,6 +256,7 @@ def markdown(latency: dict[str, Any], results: dict[str, Any], plots: list[str])
             f"| peak database connections | {_fmt(load['peak_db_connections'])} |",
             f"| SQL statements per second (server) | {_fmt(load['statements_per_sec'])} |",
             f"| watcher errors | {conc['watcher_errors']} |",
+            f"| workflows left PENDING | {conc.get('stuck_pending', 0)} |",
         ]
 
     lines += ["", "## Targets", "", "| target | measured | limit | met |", "|---|---:|---:|---|"]

@@ -175,6 +175,12 @@ async def has_live_endpoints(base_url: str) -> bool:
     return all(path in schema["paths"] for path in LIVE_PATHS)
 
 
+async def _drained(transport: HTTPTransport) -> None:
+    stuck = await scenarios.drain(transport, timeout=60)
+    if stuck:
+        raise RuntimeError(f"{stuck} workflows stayed PENDING")
+
+
 async def measure_latencies(
     run: Run, server: BenchServer, backend: str, share: float, live: bool
 ) -> None:
@@ -215,7 +221,7 @@ async def measure_latencies(
         else:
             run.skip(f"stream push SSE ({backend})", "the server has no live endpoints yet")
         await run.phase(f"stream polling ({backend})", stream_poll, "poll")
-        await run.phase(f"drain ({backend})", lambda: scenarios.drain(http, timeout=60))
+        await run.phase(f"drain ({backend})", lambda: _drained(http))
 
 
 async def measure_postgres_load(

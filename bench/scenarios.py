@@ -7,7 +7,6 @@ and read the same clock.
 """
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -125,13 +124,26 @@ async def stream_push(
     return latencies
 
 
-async def drain(transport: Transport, timeout: float = 180.0) -> None:
-    """Wait until no workflow is PENDING, so one measurement does not bleed into the next."""
+async def drain(
+    transport: Transport, timeout: float = 180.0, stall: float = 15.0, already: int = 0
+) -> int:
+    """Wait until no workflow is PENDING (but the `already` stuck before), so one measurement
+    does not bleed into the next.
+
+    Returns how many more than `already` are still PENDING when their count has not fallen
+    for `stall` seconds (workflows that will never finish on their own) or at `timeout`.
+    """
     deadline = time.monotonic() + timeout
-    while await transport.pending_count() > 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"workflows still PENDING after {timeout}s")
+    lowest, lowest_at = await transport.pending_count(), time.monotonic()
+    while lowest > already:
+        now = time.monotonic()
+        if now > deadline or now - lowest_at > stall:
+            return lowest - already
         await asyncio.sleep(0.2)
+        pending = await transport.pending_count()
+        if pending < lowest:
+            lowest, lowest_at = pending, time.monotonic()
+    return 0
 
 
 async def start_throughput(
@@ -155,9 +167,10 @@ async def start_throughput(
     started = time.monotonic()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     elapsed = time.monotonic() - started
-    with contextlib.suppress(TimeoutError):
-        await drain(transport)
+    stuck = await drain(transport)
     return {
+        # Workflows still PENDING long after the clients stopped: started but never run.
+        "stuck_pending": stuck,
         "concurrency": concurrency,
         "duration_sec": round(elapsed, 3),
         "started": ok,
