@@ -4,6 +4,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -105,6 +106,9 @@ class DatabaseProbe:
             pool_pre_ping=True,
             connect_args=connect_args,
         )
+        # Threads of its own: on the default executor (DBOS's pool) a probe would queue behind
+        # DBOS's work under load, and a busy server would look like a dead database.
+        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="health-probe")
 
     def _ping(self) -> None:
         with self._engine.connect() as conn:
@@ -115,12 +119,13 @@ class DatabaseProbe:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.to_thread(self._ping)
+                await asyncio.get_running_loop().run_in_executor(self._threads, self._ping)
         except (TimeoutError, sa.exc.SQLAlchemyError):
             return None
         return (time.perf_counter() - start) * 1000
 
     def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self._engine.dispose()
 
 

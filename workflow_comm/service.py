@@ -1,5 +1,6 @@
 """Workflow operations the routes share: start under an ID, look one up, describe it."""
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -42,7 +43,9 @@ async def start_once(
     """
     try:
         with SetWorkflowID(stored_id(workflow_id), workflow_id_reuse_policy="reject"):
-            await within_db_timeout(DBOS.start_workflow_async(workflow, *args))
+            # Shielded: a start cut off by the timeout would leave its workflow recorded but
+            # never run. It completes; the client got a 503, retries, and finds it running.
+            await within_db_timeout(asyncio.shield(DBOS.start_workflow_async(workflow, *args)))
         WORKFLOWS_STARTED.labels(kind).inc()
         return True, list(args)
     except dbos_error.DBOSWorkflowIDInUseError:

@@ -50,11 +50,10 @@ class Interest:
 class Subscriber:
     def __init__(self, interest: Interest, maxsize: int) -> None:
         self.interest = interest
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=maxsize)
+        self._queue: asyncio.Queue[Item | Control] = asyncio.Queue(maxsize=maxsize)
         self._initial: list[Item] = []
         self._catch_up: tuple[int, int] | None = None  # stream offsets [start, end) from the db
         self._control: Control | None = None
-        self._control_set = asyncio.Event()
         self.feed: WorkflowFeed | None = None  # the feed that registered it
 
     def wants(self, item: Item) -> bool:
@@ -81,7 +80,10 @@ class Subscriber:
     def stop(self, why: Control) -> None:
         if self._control is None:
             self._control = why
-            self._control_set.set()
+            # Wake a consumer waiting on an empty queue. A full queue needs no wake: its
+            # consumer is not waiting, and checks for a stop before it takes the next item.
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(why)
 
     async def items(
         self, workflow_id: str, heartbeat: float
@@ -132,19 +134,13 @@ class Subscriber:
         return ends
 
     async def _next(self, heartbeat: float) -> Item | None:
-        if not self._queue.empty():
-            return self._queue.get_nowait()
-        getter = asyncio.ensure_future(self._queue.get())
-        stopper = asyncio.ensure_future(self._control_set.wait())
+        """The next queued item; None after `heartbeat` idle seconds or when stopped."""
         try:
-            done, _ = await asyncio.wait(
-                {getter, stopper}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for task in (getter, stopper):
-                if not task.done():
-                    task.cancel()
-        return getter.result() if getter in done else None
+            async with asyncio.timeout(heartbeat):
+                item = await self._queue.get()
+        except TimeoutError:
+            return None
+        return None if isinstance(item, (Overflow, Shutdown)) else item
 
 
 async def _read_stream_range(
