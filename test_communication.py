@@ -19,16 +19,20 @@ other users. Waits are bounded polls (`wait_until`); the only timed assertions a
 
 import asyncio
 import json
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import unique_id, wait_until
+from tests.support import ROOT, free_port, unique_id, wait_until
 from workflow_comm import keys
 
 TERMINAL = keys.TERMINAL_STATUSES
@@ -901,6 +905,61 @@ def test_long_stream_paging_reconstructs_the_same_list(
     assert page["closed"] is True, page["closed"]
     assert pages == 21, f"{pages} pages for {len(whole)} entries"
     assert collected == whole
+
+
+@pytest.mark.needs_own_server
+def test_uvicorn_cli_serves_the_same_app(postgres_url: str, tmp_path: Path) -> None:
+    """`uvicorn server:app` (not only `python server.py`) launches DBOS in the lifespan and
+    runs workflows, and stops on SIGTERM within its graceful-shutdown timeout."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMM_")}
+    env.update(
+        DBOS_SYSTEM_DATABASE_URL=postgres_url,
+        COMM_EXECUTOR_ID=unique_id("uvicorn-cli"),
+        COMM_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "server:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--app-dir",
+        str(ROOT),
+        "--timeout-graceful-shutdown",
+        "5",
+    ]
+    log = tmp_path / "uvicorn.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(base), timeout=60, interval=0.1, what="uvicorn ready")
+        workflow_id = unique_id("uvicorn-cli")
+        with httpx.Client(base_url=base, timeout=30) as client:
+            started = client.post(f"/start-workflow-events/{workflow_id}/3?step_seconds=0")
+            assert started.status_code == 200, started.text
+            result = client.get(f"/workflow-events/{workflow_id}/result?timeout=20")
+            assert result.status_code == 200, f"{result.status_code} {result.text}"
+            assert result.json()["value"]["total_steps"] == 3, result.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    # uvicorn re-raises SIGTERM once it has shut down cleanly: -15 is a clean exit here.
+    assert code in (0, -signal.SIGTERM), (
+        f"uvicorn exited {code}:\n{log.read_text(errors='replace')[-3000:]}"
+    )
+
+
+def _answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 if __name__ == "__main__":
