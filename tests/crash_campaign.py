@@ -36,7 +36,7 @@ from httpx_sse import connect_sse
 from tests.support import ServerProcess, ThrowawayPostgres, unique_id, wait_until
 from workflow_comm import keys
 
-TERMINAL = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
+TERMINAL = keys.TERMINAL_STATUSES
 KINDS: tuple[keys.WorkflowKind, ...] = ("events", "messaging", "streaming")
 # Long enough that no approval times out however long the campaign runs: the recv deadline
 # is durable and keeps running while the server is down.
