@@ -1,21 +1,25 @@
-"""Crash campaign: SIGKILL the server at random moments; prove nothing is lost or doubled.
+"""Crash campaign: SIGKILL a busy server again and again; prove nothing is lost or doubled.
 
     .venv/bin/python -m tests.crash_campaign --kills 30   # the full run (scripts/crash_campaign.sh)
     .venv/bin/pytest tests/test_crash_campaign.py         # the default run: 3 kills
 
 Client threads start workflows of all three kinds and send approval messages, while a killer
-SIGKILLs the server at random moments and starts it again with the same executor ID on the
-same Postgres. A request that got no answer (or a 503) is retried as a real client would:
-the same workflow ID for a start (a repeat returns the existing workflow) and the same
-Idempotency-Key for a send. Some acknowledged sends are repeated on purpose, as a client that
-lost the answer would. At the end every workflow must have finished, and:
+SIGKILLs the server and starts it again with the same executor ID on the same Postgres. Each
+kill comes a random moment after its round of starts, but never before the server shows a long
+"target" workflow of every kind running with several steps still to go, so every kill lands in
+the middle of work of every kind (checked afterwards: DBOS recovered each target). A request
+that got no answer (or a 503) is retried as a real client would: the same workflow ID for a
+start (a repeat returns the existing workflow) and the same Idempotency-Key for a send. Some
+acknowledged sends are repeated on purpose, as a client that lost the answer would. At the end
+every workflow must have finished, and:
 
 - every stream holds exactly 3 + 2n entries, in order, with no duplicate, both in a page
   and replayed over SSE;
 - every workflow's events hold their final values (progress 100, status completed or
   rejected, the right result), and each event was written as often as the code says;
 - every acknowledged message was received exactly once: one message in the mailbox, consumed,
-  equal to the `message` event and to the result.
+  equal to the `message` event and to the result;
+- every kill's targets were running when it landed: DBOS recovered each of them afterwards.
 """
 
 import argparse
@@ -42,6 +46,14 @@ KINDS: tuple[keys.WorkflowKind, ...] = ("events", "messaging", "streaming")
 # is durable and keeps running while the server is down.
 APPROVAL_TIMEOUT = 3600.0
 RETRY_PAUSE = 0.2
+# A kill's targets: one workflow of each kind, long enough to be caught mid-work for sure.
+# A kill waits until each target is seen running with TARGET_STEPS_LEFT steps or more to go,
+# so it lands more than (TARGET_STEPS_LEFT - 1) * TARGET_STEP_SECONDS before the target
+# could finish, a margin no stall between one poll and the SIGKILL comes near.
+TARGET_STEPS = 8
+TARGET_STEP_SECONDS = 1.0
+TARGET_STEPS_LEFT = 4
+TARGET_WAIT = 120.0  # seconds a kill may wait for its targets, however loaded the machine
 
 
 def fibonacci_table(n_steps: int) -> list[dict[str, int]]:
@@ -89,6 +101,50 @@ def plan_workflow(rng: random.Random, kind: keys.WorkflowKind, prefix: str = "cr
         planned.idempotency_key = f"approval-{uuid.uuid4().hex}"
         planned.repeat_send = rng.random() < 0.3
     return planned
+
+
+def plan_target(rng: random.Random, kind: keys.WorkflowKind) -> Planned:
+    """A kill target: a long workflow of `kind` (messaging: approved, so its steps run too)."""
+    planned = plan_workflow(rng, kind, prefix="crash-target")
+    planned.n_steps, planned.step_seconds = TARGET_STEPS, TARGET_STEP_SECONDS
+    if kind == "messaging":
+        planned.approve = True
+        planned.payload = {"approved": True, "nonce": uuid.uuid4().hex}
+    return planned
+
+
+def steps_done(percent: int, n_steps: int) -> int:
+    """How many steps a `progress` event of `percent` says are done (the workflow's rounding)."""
+    return max((s for s in range(n_steps + 1) if s * 100 // n_steps <= percent), default=0)
+
+
+def steps_left(http: httpx.Client, planned: Planned) -> int | None:
+    """Steps a workflow still has to run, as the server shows it; None if it has not begun.
+
+    Begun means the workflow body has run far enough to publish something (its first event
+    or stream entry). A finished workflow has 0 steps left.
+    """
+    wid = planned.workflow_id
+    if planned.kind == "streaming":
+        response = request_until_answered(http, "GET", f"/workflow-stream/{wid}")
+        if response.status_code == 404:
+            return None
+        page = response.json()
+        if page["closed"]:
+            return 0
+        if not page["stream_values"]:
+            return None
+        done = sum(1 for value in page["stream_values"] if value.get("type") == "result")
+        return planned.n_steps - done
+    response = request_until_answered(http, "GET", f"/workflow-events/{wid}/all")
+    if response.status_code == 404:
+        return None
+    events = response.json()["events"]
+    if keys.EVENT_RESULT in events:
+        return 0
+    if keys.EVENT_STATUS not in events:
+        return None
+    return planned.n_steps - steps_done(events.get(keys.EVENT_PROGRESS, 0), planned.n_steps)
 
 
 @dataclass
@@ -337,9 +393,14 @@ def verify_workflow(
 class CampaignReport:
     seed: int
     kills: int = 0
-    # How many kills found each workflow running (PENDING): a long one is often hit again.
+    # How many times DBOS recovered each workflow after a kill, i.e. how many kills caught it
+    # running: a long one may be caught again.
     hits: Counter[str] = field(default_factory=Counter)
     hit_kinds: Counter[str] = field(default_factory=Counter)  # hit workflows by kind
+    # Each kill's targets: kind -> the workflow seen running, steps to go, just before it.
+    targets: list[dict[str, str]] = field(default_factory=list)
+    replaced_targets: int = 0  # targets that went too far before their kill came
+    target_margin: list[int] = field(default_factory=list)  # least steps left at each kill
     workflows: Counter[str] = field(default_factory=Counter)
     checked: Checked = field(default_factory=Checked)
     acknowledged_sends: int = 0
@@ -360,9 +421,16 @@ class CampaignReport:
             if self.hits
             else "  no kill hit a running workflow\n"
         )
+        targets = (
+            f"  every kill caught a workflow of each kind mid-work, {min(self.target_margin)} "
+            f"or more steps of {TARGET_STEP_SECONDS:g}s to go; all {3 * self.kills} recovered "
+            f"({self.replaced_targets} targets went too far and were replaced)\n"
+            if self.target_margin
+            else ""
+        )
         return (
             f"crash campaign (seed {self.seed}): {self.kills} kills in {self.seconds:.0f}s\n"
-            f"{hits}"
+            f"{hits}{targets}"
             f"  workflows: {self.checked.workflows} finished and checked ({kinds})\n"
             f"  stream entries: {self.checked.stream_entries} checked in pages, "
             f"{self.checked.sse_entries} replayed over SSE; no loss, no duplicate\n"
@@ -373,6 +441,61 @@ class CampaignReport:
             f"{self.unavailable} answered 503\n"
             f"  restart to ready: mean {mean:.1f}s, worst {worst:.1f}s"
         )
+
+
+class Campaign:
+    """The clients of one campaign: what was planned, and the threads that act on it."""
+
+    def __init__(self, base_url: str, rng: random.Random, pool: ThreadPoolExecutor) -> None:
+        self.base_url, self.rng, self.pool = base_url, rng, pool
+        self.tally = Tally()
+        self.planned: list[Planned] = []
+        self.clients: list[Future[None]] = []
+
+    def launch(self, item: Planned) -> Planned:
+        self.planned.append(item)
+        client_rng = random.Random(self.rng.random())
+        self.clients.append(
+            self.pool.submit(run_client, self.base_url, item, self.tally, client_rng)
+        )
+        return item
+
+
+def await_targets(
+    http: httpx.Client,
+    campaign: Campaign,
+    targets: dict[keys.WorkflowKind, Planned],
+    report: CampaignReport,
+) -> int:
+    """Wait until every target is seen running with TARGET_STEPS_LEFT or more steps to go.
+
+    All targets must qualify on one pass over them, and the kill follows that pass at once.
+    A target that went too far (a slow round, a loaded machine) is replaced by a fresh one
+    of its kind. Returns the least number of steps left among the targets on that pass.
+    """
+    deadline = time.monotonic() + TARGET_WAIT
+    while True:
+        left = {kind: steps_left(http, planned) for kind, planned in targets.items()}
+        if all(n is not None and n >= TARGET_STEPS_LEFT for n in left.values()):
+            return min(n for n in left.values() if n is not None)
+        for kind, n in left.items():
+            if n is not None and n < TARGET_STEPS_LEFT:
+                targets[kind] = campaign.launch(plan_target(campaign.rng, kind))
+                report.replaced_targets += 1
+        if time.monotonic() > deadline:
+            raise AssertionError(f"targets not all running mid-work after {TARGET_WAIT}s: {left}")
+        time.sleep(0.05)
+
+
+def recovery_counts(db: psycopg.Connection, workflow_ids: list[str]) -> dict[str, int]:
+    """How many times DBOS recovered each workflow (a direct start counts 1 attempt, each
+    recovery of a PENDING workflow after a restart one more)."""
+    rows = db.execute(
+        "SELECT workflow_uuid, recovery_attempts FROM dbos.workflow_status"
+        " WHERE workflow_uuid = ANY(%s)",
+        (workflow_ids,),
+    ).fetchall()
+    return {workflow_id: (attempts or 1) - 1 for workflow_id, attempts in rows}
 
 
 def run_campaign(
@@ -386,71 +509,63 @@ def run_campaign(
 ) -> CampaignReport:
     """Run `kills` SIGKILLs of one server on `database_url`; verify every workflow; report.
 
-    Before each kill `per_kill` new workflows of each kind are started; the kill comes a
-    random 0.2..`max_gap` seconds later, whatever the clients and workflows are doing.
+    Before each kill one target and `per_kill` more new workflows of each kind are started.
+    The kill comes a random 0.2..`max_gap` seconds later, whatever the clients and the other
+    workflows are doing, and not before every target is running with steps to go.
     """
     seed = random.randrange(2**32) if seed is None else seed
     rng = random.Random(seed)
     report = CampaignReport(seed=seed)
-    tally = Tally()
-    planned: list[Planned] = []
-    clients: list[Future[None]] = []
     started = time.monotonic()
     server = ServerProcess(database_url, executor_id=unique_id("campaign-executor"))
     server.start()
     try:
         with (
-            ThreadPoolExecutor(max_workers=8) as pool,
+            ThreadPoolExecutor(max_workers=16) as pool,
             httpx.Client(base_url=server.base_url, timeout=10.0) as http,
         ):
+            campaign = Campaign(server.base_url, rng, pool)
             for _ in range(kills):
+                # Targets first, so a busy pool never holds their start back.
+                targets = {kind: campaign.launch(plan_target(rng, kind)) for kind in KINDS}
                 for kind in KINDS:
                     for _ in range(per_kill):
-                        item = plan_workflow(rng, kind)
-                        planned.append(item)
-                        client_rng = random.Random(rng.random())
-                        clients.append(
-                            pool.submit(run_client, server.base_url, item, tally, client_rng)
-                        )
+                        campaign.launch(plan_workflow(rng, kind))
                 time.sleep(rng.uniform(0.2, max_gap))
-                report.hits.update(running_workflows(http))
+                report.target_margin.append(await_targets(http, campaign, targets, report))
                 server.kill()
                 report.kills += 1
+                report.targets.append({kind: p.workflow_id for kind, p in targets.items()})
                 restart = time.monotonic()
                 server.start()
                 report.restart_seconds.append(time.monotonic() - restart)
-            for client in clients:
+            for client in campaign.clients:
                 client.result(timeout=finish_timeout)
+            planned = campaign.planned
             wait_finished(http, [p.workflow_id for p in planned], finish_timeout)
             with psycopg.connect(database_url, autocommit=True) as db:
                 for item in planned:
                     report.checked.add(verify_workflow(http, db, item))
                     report.workflows[item.kind] += 1
+                recovered = recovery_counts(db, [p.workflow_id for p in planned])
     finally:
         server.stop()
+    report.hits.update({wid: n for wid, n in recovered.items() if n > 0})
+    for number, targets_of_kill in enumerate(report.targets, start=1):
+        missed = {kind: wid for kind, wid in targets_of_kill.items() if not recovered.get(wid)}
+        assert not missed, f"kill {number} found these targets no longer running: {missed}"
     messaging = [p for p in planned if p.kind == "messaging"]
     report.acknowledged_sends = sum(p.acknowledged for p in messaging)
     report.repeated_sends = sum(p.repeat_send for p in messaging)
-    report.unanswered, report.unavailable = tally.unanswered, tally.unavailable
+    report.unanswered, report.unavailable = campaign.tally.unanswered, campaign.tally.unavailable
     kind_of = {p.workflow_id: p.kind for p in planned}
     report.hit_kinds.update(kind_of[wid] for wid in report.hits if wid in kind_of)
     report.seconds = time.monotonic() - started
     return report
 
 
-def running_workflows(http: httpx.Client) -> list[str]:
-    """IDs of the workflows running right now (best effort: none if the server does not answer)."""
-    try:
-        response = http.get("/workflows", params={"status": "PENDING", "limit": 500})
-    except httpx.HTTPError:
-        return []
-    if response.status_code != 200:
-        return []
-    return [workflow["workflow_id"] for workflow in response.json()["data"]]
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description="SIGKILL the server at random moments.")
+    parser = argparse.ArgumentParser(description="SIGKILL a busy server again and again.")
     parser.add_argument("--kills", type=int, default=30, help="number of SIGKILLs (default 30)")
     parser.add_argument("--seed", type=int, default=None, help="random seed, to replay a run")
     parser.add_argument("--per-kill", type=int, default=3, help="new workflows per kind per kill")
