@@ -2,17 +2,42 @@
 
 - Every `curl` line in README.md and QUICK_REFERENCE.md runs, in document order, against a live
   server and answers 2xx (or the status its `# → NNN detail` comment declares).
-- Every runnable Python example (one that talks to localhost:8000) runs.
+- Every ```python block of README.md, QUICK_REFERENCE.md, VISUAL_GUIDE.md and bench/README.md
+  runs, or says why not (see "Python blocks" below).
 - Every endpoint in the README table exists in the OpenAPI schema, and every operation of the
   schema is in the table.
 - Every setting and its default, and every bound in keys.py, is in the README as in the code.
 - Every HTTP row of the QUICK_REFERENCE blocking table is measured against the server.
 - The Python code patterns use DBOS APIs that exist, and no sync DBOS call in async code
   unless the line is marked as the wrong way (❌).
+
+Python blocks. An HTML comment on the lines just before a block's opening fence (blank lines
+may sit between) says how the block is run; a block without one is a script.
+
+- No marker (a script): the block runs as `python -c` in the project folder, in document order
+  among the document's curl lines, against the live test server: `http://localhost:8000` and
+  `ws://localhost:8000` become that server's URL, `sqlite:///dbos_workflow_communication.sqlite`
+  (the server's default database) becomes that server's database URL, `my-wf-N` and
+  `quick-wf-N` get this run's suffix, and `DBOS_SYSTEM_DATABASE_URL` in its environment is the
+  server's database (for a DBOSClient). It must exit 0.
+- `<!-- doc-test: script` + driver lines + `-->`: the same, with the driver lines run after the
+  block (for a block that only defines functions: the driver calls them).
+- `<!-- doc-test: dbos` + driver lines + `-->`: a block that defines DBOS workflows or steps.
+  It runs in a subprocess of its own, at module level, with DBOS configured on a fresh SQLite
+  file; then the driver lines run as the body of an `async def`, after `DBOS.launch()`, in
+  `asyncio.run`. The driver starts the block's workflows for real (small n, short timeouts)
+  and checks what they did.
+- `<!-- not-run: reason -->`: not run; the reason is required. The block must still parse.
+
+In every run mode, each `# → text` comment of the block or the driver promises `text` in what
+it prints, and every function the block defines must be called by the block or the driver,
+unless its text holds ❌ (a wrong-way example). A block that defines `@DBOS.workflow` or
+`@DBOS.step` functions must be `doc-test: dbos` or `not-run`.
 """
 
 import ast
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -23,20 +48,28 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from dbos import DBOS
 
-from tests.support import ROOT, unique_id, wait_until
+from tests.support import ROOT, ServerProcess, unique_id, wait_until
 from workflow_comm import keys
-from workflow_comm.settings import Settings
+from workflow_comm.settings import DEFAULT_SQLITE_URL, Settings
 
-DOCS = ("README.md", "QUICK_REFERENCE.md")
+DOCS = ("README.md", "QUICK_REFERENCE.md")  # the documents with curl walkthroughs and tables
+ALL_DOCS = (*DOCS, "VISUAL_GUIDE.md", "bench/README.md")  # every Python block of these runs
+MIN_CURL_COMMANDS = {"README.md": 10, "QUICK_REFERENCE.md": 10}
 DOC_BASE_URL = "http://localhost:8000"
 SHELL_LANGS = frozenset({"bash", "sh", "shell", "console"})
-DOC_WORKFLOW_ID = re.compile(r"\bmy-wf-(\d+)\b")
+# The example workflow IDs: each document has its own, so following both gives no 409.
+DOC_WORKFLOW_ID = re.compile(r"\b(my-wf|quick-wf)-(\d+)\b")
+STARTED_ID = re.compile(r"/start-workflow-([a-z]+)/([A-Za-z0-9._:-]+)/")
+MARKER = re.compile(r"^(doc-test|not-run):\s*(.*)$")
+RUN_MODES = ("script", "dbos")
+BLOCK_TIMEOUT = 90
 # The docs use demo-friendly step lengths; the test runs them at this speed.
 TEST_STEP_SECONDS = 0.1
 CURL_MAX_TIME = 30
@@ -54,6 +87,12 @@ class Block:
     line: int  # line of the opening fence, 1-based
     lang: str
     text: str
+    mode: str = "script"  # "script", "dbos", "not-run", or what a bad marker said
+    note: str = ""  # the reason of a not-run block
+    driver: str = ""  # the lines a doc-test marker runs after the block
+
+    def where(self) -> str:
+        return f"{self.doc}:{self.line}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +105,7 @@ class DocCommand:
     text: str
     expect_status: int | None = None
     expect_detail: str | None = None
+    block: Block | None = None  # a Python example's block
 
     def where(self) -> str:
         return f"{self.doc}:{self.line}"
@@ -73,6 +113,26 @@ class DocCommand:
 
 def read_doc(name: str) -> str:
     return (ROOT / name).read_text()
+
+
+def marker_before(lines: list[str], fence: int) -> tuple[str, str, str] | None:
+    """(kind, rest of its first line, driver) of the HTML comment just before line `fence`."""
+    end = fence - 1
+    while end >= 0 and not lines[end].strip():
+        end -= 1
+    if end < 0 or not lines[end].rstrip().endswith("-->"):
+        return None
+    start = end
+    while start >= 0 and not lines[start].lstrip().startswith("<!--"):
+        start -= 1
+    if start < 0:
+        return None
+    comment = "\n".join(lines[start : end + 1]).strip()[4:-3]
+    head, _, driver = comment.strip("\n").partition("\n")
+    match = MARKER.match(head.strip())
+    if not match:
+        return None
+    return match.group(1), match.group(2).strip(), driver
 
 
 def fenced_blocks(name: str) -> list[Block]:
@@ -85,12 +145,18 @@ def fenced_blocks(name: str) -> list[Block]:
             index += 1
             continue
         fence, lang, start = match.group(1), match.group(2).lower(), index
+        marker = marker_before(lines, start)
         index += 1
         body: list[str] = []
         while index < len(lines) and lines[index].rstrip() != fence:
             body.append(lines[index])
             index += 1
-        blocks.append(Block(name, start + 1, lang, "\n".join(body)))
+        block = Block(name, start + 1, lang, "\n".join(body))
+        if marker and marker[0] == "not-run":
+            block = Block(block.doc, block.line, lang, block.text, "not-run", marker[1])
+        elif marker:
+            block = Block(block.doc, block.line, lang, block.text, marker[1], "", marker[2])
+        blocks.append(block)
         index += 1
     return blocks
 
@@ -141,13 +207,14 @@ def curl_commands(block: Block) -> list[DocCommand]:
 
 
 def doc_commands(name: str) -> list[DocCommand]:
-    """Every curl command and runnable Python example of a document, in document order."""
+    """Every curl command and Python script block of a document, in document order."""
     commands: list[DocCommand] = []
     for block in fenced_blocks(name):
         if block.lang in SHELL_LANGS or block.lang == "":
             commands.extend(curl_commands(block))
-        elif block.lang == "python" and DOC_BASE_URL.split("//")[1] in block.text:
-            commands.append(DocCommand(block.doc, block.line, "python", block.text))
+        elif block.lang == "python" and block.mode == "script":
+            code = block.text + ("\n\n" + block.driver if block.driver.strip() else "")
+            commands.append(DocCommand(block.doc, block.line, "python", code, block=block))
     return commands
 
 
@@ -189,11 +256,13 @@ def shape(path: str) -> str:
 # ---------------------------------------------------------------- running the commands
 
 
-def rewrite(text: str, base_url: str, run: str) -> str:
+def rewrite(text: str, base_url: str, run: str, database_url: str = "") -> str:
     """Point a documented command at the server under test, with this run's workflow IDs."""
     text = text.replace(DOC_BASE_URL, base_url)
     text = text.replace(DOC_BASE_URL.replace("http", "ws"), base_url.replace("http", "ws", 1))
-    text = DOC_WORKFLOW_ID.sub(lambda m: f"my-wf-{m.group(1)}-{run}", text)
+    if database_url:
+        text = text.replace(DEFAULT_SQLITE_URL, database_url)
+    text = DOC_WORKFLOW_ID.sub(lambda m: f"{m.group(0)}-{run}", text)
     text = re.sub(
         r"step_seconds=([0-9.]+)",
         lambda m: f"step_seconds={min(float(m.group(1)), TEST_STEP_SECONDS):g}",
@@ -233,15 +302,26 @@ def run_curl(command: str) -> Outcome:
     )
 
 
-def run_python(code: str) -> Outcome:
+def run_python(code: str, database_url: str = "") -> Outcome:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMM_")}
+    env.pop("DBOS_SYSTEM_DATABASE_URL", None)
+    if database_url:
+        env["DBOS_SYSTEM_DATABASE_URL"] = database_url
+    env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        timeout=CURL_MAX_TIME + 10,
+        timeout=BLOCK_TIMEOUT,
         cwd=ROOT,
+        env=env,
     )
     return Outcome(done.returncode, None, done.stdout, done.stderr)
+
+
+def promises(code: str) -> list[str]:
+    """What the `# → text` comments of a Python example say it prints."""
+    return re.findall(r"#\s*→\s*(.+?)\s*$", code, flags=re.MULTILINE)
 
 
 def problem(command: DocCommand, sent: str, outcome: Outcome) -> str | None:
@@ -249,11 +329,7 @@ def problem(command: DocCommand, sent: str, outcome: Outcome) -> str | None:
     if outcome.returncode != 0:
         return f"exit status {outcome.returncode}"
     if command.kind == "python":
-        if outcome.returncode != 0:
-            return f"exited {outcome.returncode}"
-        # A `# → text` comment says what the example prints.
-        promised = re.findall(r"#\s*→\s*(.+?)\s*$", command.text, flags=re.MULTILINE)
-        missing = [text for text in promised if text not in outcome.stdout]
+        missing = [text for text in promises(command.text) if text not in outcome.stdout]
         return f"its output lacks {missing}" if missing else None
     if outcome.status is None:
         return "no HTTP status"
@@ -270,18 +346,19 @@ def problem(command: DocCommand, sent: str, outcome: Outcome) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("doc", DOCS)
-def test_every_documented_command_runs(doc: str, base_url: str) -> None:
-    """Every curl line (and runnable Python example) in the document works, in order."""
+@pytest.mark.parametrize("doc", [doc for doc in ALL_DOCS if doc_commands(doc)])
+def test_every_documented_command_runs(doc: str, base_url: str, database_url: str) -> None:
+    """Every curl line and Python script block in the document works, in order."""
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed: the documented commands cannot be run")
     commands = doc_commands(doc)
-    assert sum(c.kind == "curl" for c in commands) >= 10, f"{doc}: found only {commands}"
+    curls = sum(c.kind == "curl" for c in commands)
+    assert curls >= MIN_CURL_COMMANDS.get(doc, 0), f"{doc}: found only {commands}"
     run = uuid.uuid4().hex[:8]  # one per document and run: reruns against one database work
     failures = []
     for command in commands:
-        sent = rewrite(command.text, base_url, run)
-        outcome = run_curl(sent) if command.kind == "curl" else run_python(sent)
+        sent = rewrite(command.text, base_url, run, database_url)
+        outcome = run_curl(sent) if command.kind == "curl" else run_python(sent, database_url)
         wrong = problem(command, sent, outcome)
         if wrong:
             failures.append(
@@ -308,6 +385,165 @@ def test_walkthrough_covers_every_mechanism() -> None:
         "curl -N",
     ):
         assert needed in sent, f"README.md has no curl example with {needed!r}"
+
+
+def test_documents_use_their_own_workflow_ids() -> None:
+    """Following README and QUICK_REFERENCE one after the other starts no ID twice."""
+    seen: dict[str, tuple[str, str]] = {}
+    clashes = []
+    for doc in ALL_DOCS:
+        for command in doc_commands(doc):
+            for kind, workflow_id in STARTED_ID.findall(command.text):
+                first = seen.setdefault(workflow_id, (command.where(), kind))
+                if first[0].split(":")[0] != doc or first[1] != kind:
+                    clashes.append(f"{command.where()} starts {workflow_id!r}, as {first[0]} did")
+    assert not clashes, "\n".join(clashes)
+
+
+# ---------------------------------------------------------------- Python blocks
+
+
+@pytest.fixture(scope="session")
+def database_url(request: pytest.FixtureRequest, backend: str) -> str:
+    """The system database of the server under test ("" if unknown: --base-url without it)."""
+    if backend == "external":
+        return os.environ.get("DBOS_SYSTEM_DATABASE_URL", "")
+    server: ServerProcess = request.getfixturevalue(f"{backend}_server")
+    own = server.env.get("DBOS_SYSTEM_DATABASE_URL")
+    return own or f"sqlite:///{server.workdir / DEFAULT_SQLITE_URL.removeprefix('sqlite:///')}"
+
+
+def all_python_blocks() -> list[Block]:
+    return [b for doc in ALL_DOCS for b in fenced_blocks(doc) if b.lang == "python"]
+
+
+def defined_functions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    return {
+        node.name: node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+def called_names(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            names.add(node.func.id)
+        elif isinstance(node, ast.Call):  # passed to start_workflow_async(fn, ...) and the like
+            names.update(arg.id for arg in node.args if isinstance(arg, ast.Name))
+    return names
+
+
+def uses_dbos_decorators(tree: ast.Module) -> bool:
+    return any(
+        "DBOS.workflow" in ast.unparse(decorator) or "DBOS.step" in ast.unparse(decorator)
+        for func in defined_functions(tree).values()
+        for decorator in func.decorator_list
+    )
+
+
+def driver_tree(block: Block) -> ast.Module:
+    """The driver parsed as what it is: the body of an async function in dbos mode."""
+    if block.mode == "dbos":
+        body = "".join(f"    {line}\n" for line in block.driver.splitlines()) or "    pass\n"
+        return ast.parse(f"async def _driver():\n{body}")
+    return ast.parse(block.driver)
+
+
+@pytest.mark.parametrize("block", all_python_blocks(), ids=Block.where)
+def test_python_block_runs_or_says_why(block: Block) -> None:
+    """Each Python block is run by one of the tests here, or its marker says why it is not."""
+    tree = ast.parse(block.text)
+    if block.mode == "not-run":
+        assert block.note, f"{block.where()}: `<!-- not-run: reason -->` needs its reason"
+        return
+    assert block.mode in RUN_MODES, (
+        f"{block.where()}: unknown marker `doc-test: {block.mode}`; use one of {RUN_MODES} "
+        "or `not-run: reason` (see this file's docstring)"
+    )
+    if block.mode == "script":
+        assert not uses_dbos_decorators(tree), (
+            f"{block.where()}: the block defines DBOS workflows or steps; mark it "
+            "`<!-- doc-test: dbos` with a driver that runs them, or `<!-- not-run: reason -->`"
+        )
+    else:
+        assert block.driver.strip(), f"{block.where()}: `doc-test: dbos` needs driver lines"
+    called = called_names(tree) | called_names(driver_tree(block))
+    lines = block.text.splitlines()
+    idle = [
+        name
+        for name, func in defined_functions(tree).items()
+        if name not in called
+        and not any("❌" in line for line in lines[func.lineno - 1 : func.end_lineno])
+    ]
+    assert not idle, (
+        f"{block.where()}: {idle} defined but never run; call them in the block or in the "
+        "driver lines of its marker"
+    )
+
+
+DBOS_APP_HEAD = """import asyncio
+import sys
+
+from dbos import DBOS
+
+"""
+
+DBOS_APP_TAIL = """
+
+DBOS(
+    config={
+        "name": "doc-test",
+        "system_database_url": sys.argv[1],
+        "notification_listener_polling_interval_sec": 0.01,
+        "log_level": "WARNING",
+    }
+)
+try:
+    asyncio.run(_doc_test_driver())
+finally:
+    DBOS.destroy(workflow_completion_timeout_sec=0)
+"""
+
+
+def dbos_app(block: Block) -> str:
+    """The block at module level, then its driver after DBOS.launch(), as one program."""
+    driver = "".join(f"    {line}\n" for line in block.driver.splitlines())
+    return (
+        DBOS_APP_HEAD
+        + block.text
+        + "\n\n\nasync def _doc_test_driver() -> None:\n    DBOS.launch()\n"
+        + driver
+        + DBOS_APP_TAIL
+    )
+
+
+@pytest.mark.parametrize(
+    "block", [b for b in all_python_blocks() if b.mode == "dbos"], ids=Block.where
+)
+def test_dbos_block_runs(block: Block, tmp_path: Path) -> None:
+    """The workflows of a `doc-test: dbos` block run for real, as its driver lines say."""
+    program = tmp_path / "doc_block.py"
+    program.write_text(dbos_app(block))
+    database = f"sqlite:///{tmp_path / 'doc_block.sqlite'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMM_", "DBOS_"))}
+    done = subprocess.run(
+        [sys.executable, str(program), database],
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, (
+        f"{block.where()}: exit {done.returncode} running {program}\n"
+        f"stdout: {done.stdout[-1500:]}\nstderr: {done.stderr[-3000:]}"
+    )
+    missing = [
+        text for text in promises(block.text + "\n" + block.driver) if text not in done.stdout
+    ]
+    assert not missing, f"{block.where()}: its output lacks {missing}; stdout: {done.stdout}"
 
 
 # ---------------------------------------------------------------- endpoints, settings, bounds
@@ -403,11 +639,7 @@ def test_bounds_match_keys() -> None:
 # ---------------------------------------------------------------- Python code patterns
 
 
-def python_blocks() -> list[Block]:
-    return [b for doc in DOCS for b in fenced_blocks(doc) if b.lang == "python"]
-
-
-@pytest.mark.parametrize("block", python_blocks(), ids=lambda b: f"{b.doc}:{b.line}")
+@pytest.mark.parametrize("block", all_python_blocks(), ids=Block.where)
 def test_code_pattern_uses_real_async_apis(block: Block) -> None:
     """The example parses, every DBOS.x it uses exists, and async code awaits *_async calls."""
     tree = ast.parse(block.text)
