@@ -9,6 +9,10 @@ What it demonstrates, one numbered example each:
   6. events pushed live: every change to status, progress and result as it happens
   7. the async client: several workflows of every kind at once with asyncio.gather
   8. combined: watch a workflow's events and approve it the moment it asks
+  9. the original WorkflowClient: plain dicts and lists, progress printed (the original API)
+
+Examples 1-8 use the typed clients (TypedWorkflowClient, AsyncWorkflowClient): pydantic
+answers, live push over server-sent events, an error class per failure.
 
 How to run (the server first, in another terminal):
     python server.py
@@ -21,8 +25,8 @@ Try the live stream by hand:
     curl -X POST http://localhost:8000/start-workflow-streaming/curl-demo/5
     curl -N http://localhost:8000/workflow-stream/curl-demo/live
 
-The client itself lives in workflow_comm/client.py; it is re-exported here, so
-`from client_examples import WorkflowClient` works.
+The clients live in workflow_comm/client/; they are re-exported here, so the original
+`from client_examples import WorkflowClient` works, call for call.
 """
 
 import argparse
@@ -49,6 +53,8 @@ from workflow_comm.client import (
     ServiceUnavailable,
     StreamDisconnected,
     StreamItem,
+    TooManyRequests,
+    TypedWorkflowClient,
     Unauthorized,
     ValidationFailed,
     WorkflowClient,
@@ -81,6 +87,8 @@ __all__ = [
     "ServiceUnavailable",
     "StreamDisconnected",
     "StreamItem",
+    "TooManyRequests",
+    "TypedWorkflowClient",
     "Unauthorized",
     "ValidationFailed",
     "WorkflowClient",
@@ -138,7 +146,7 @@ def describe_entry(entry: Any) -> str:
 # -----------------------------------------------------------------------------------------
 
 
-def example_1_events_polling(client: WorkflowClient, run: Run) -> None:
+def example_1_events_polling(client: TypedWorkflowClient, run: Run) -> None:
     """Events: start a workflow, poll its progress, read its result."""
     wf = run.new_id("events")
     started = client.start_workflow_with_events(wf, 5, step_seconds=run.step_seconds)
@@ -161,7 +169,7 @@ def example_1_events_polling(client: WorkflowClient, run: Run) -> None:
     check(progress.value == 100, f"progress {progress.value}")
 
 
-def example_2_messaging_approval(client: WorkflowClient, run: Run) -> None:
+def example_2_messaging_approval(client: TypedWorkflowClient, run: Run) -> None:
     """Messaging: the workflow waits for approval; send it and watch the steps run."""
     wf = run.new_id("approve")
     started = client.start_workflow_with_messaging(
@@ -182,7 +190,7 @@ def example_2_messaging_approval(client: WorkflowClient, run: Run) -> None:
     check(done.result["outcome"] == STATUS_COMPLETED, f"result {done.result}")
 
 
-def example_3_messaging_rejection_and_timeout(client: WorkflowClient, run: Run) -> None:
+def example_3_messaging_rejection_and_timeout(client: TypedWorkflowClient, run: Run) -> None:
     """Messaging: anything but {"approved": true} rejects; no message at all times out."""
     rejected = run.new_id("reject")
     client.start_workflow_with_messaging(rejected, 3, step_seconds=run.step_seconds)
@@ -202,7 +210,7 @@ def example_3_messaging_rejection_and_timeout(client: WorkflowClient, run: Run) 
     check(status == STATUS_TIMED_OUT, f"status {status}")
 
 
-def example_4_stream_pages(client: WorkflowClient, run: Run) -> None:
+def example_4_stream_pages(client: TypedWorkflowClient, run: Run) -> None:
     """Streaming: read pages while the stream grows; each read returns at once."""
     wf = run.new_id("pages")
     started = client.start_workflow_with_streaming(wf, 4, step_seconds=run.step_seconds)
@@ -226,7 +234,7 @@ def example_4_stream_pages(client: WorkflowClient, run: Run) -> None:
     print(f"  read_stream_all: {whole.total_messages} entries in one call, closed={whole.closed}")
 
 
-def example_5_live_stream(client: WorkflowClient, run: Run) -> None:
+def example_5_live_stream(client: TypedWorkflowClient, run: Run) -> None:
     """Streaming pushed over SSE; disconnect on purpose, then resume from the next offset."""
     wf = run.new_id("live")
     started = client.start_workflow_with_streaming(wf, 4, step_seconds=run.step_seconds)
@@ -247,7 +255,7 @@ def example_5_live_stream(client: WorkflowClient, run: Run) -> None:
     check(offsets == list(range(started.expected_entries)), f"offsets {offsets}")
 
 
-def example_6_watch_events(client: WorkflowClient, run: Run) -> None:
+def example_6_watch_events(client: TypedWorkflowClient, run: Run) -> None:
     """Events pushed live: each change of each key, in order, until the workflow ends."""
     wf = run.new_id("watch")
     client.start_workflow_with_events(wf, 3, step_seconds=run.step_seconds)
@@ -300,12 +308,12 @@ async def _async_examples(run: Run) -> None:
         print(f"  {len(lines)} workflows side by side in {time.monotonic() - began:.2f}s")
 
 
-def example_7_async_concurrent(client: WorkflowClient, run: Run) -> None:
+def example_7_async_concurrent(client: TypedWorkflowClient, run: Run) -> None:
     """The async client: several workflows of every kind at once with asyncio.gather."""
     asyncio.run(_async_examples(run))
 
 
-def example_8_combined(client: WorkflowClient, run: Run) -> None:
+def example_8_combined(client: TypedWorkflowClient, run: Run) -> None:
     """Combined: watch a workflow's events live and approve it the moment it asks."""
     wf = run.new_id("combined")
     client.start_workflow_with_messaging(wf, 3, step_seconds=run.step_seconds)
@@ -327,7 +335,27 @@ def example_8_combined(client: WorkflowClient, run: Run) -> None:
     print(f"  recent messaging workflows: {[w.workflow_id for w in workflows.data][:3]}")
 
 
-EXAMPLES: dict[int, Callable[[WorkflowClient, Run], None]] = {
+def example_9_original_client(client: TypedWorkflowClient, run: Run) -> None:
+    """The original WorkflowClient: plain dicts and lists, progress printed as it goes."""
+    original = WorkflowClient(run.base_url, api_key=run.api_key)
+    wf = run.new_id("original")
+    started = original.start_workflow_with_events(wf, 3)
+    print(f"Started: {started['message']}")
+    final = original.poll_until_complete(wf, poll_interval=0.5)
+    print(f"Final result: {final['total_steps']} steps")
+    check(final["total_steps"] == 3, f"result {final}")
+    print(f"All events: {sorted(original.get_all_workflow_events(wf))}")
+
+    streamed = run.new_id("original-stream")
+    original.start_workflow_with_streaming(streamed, 2)
+    original.stream_live_updates(streamed, poll_interval=0.5, max_polls=120)
+    stream = original.read_stream(streamed)
+    print(f"Received {len(stream)} stream messages; the first is {stream[0]['type']!r}")
+    check(len(stream) == 7, f"{len(stream)} stream values")
+    original.close()
+
+
+EXAMPLES: dict[int, Callable[[TypedWorkflowClient, Run], None]] = {
     1: example_1_events_polling,
     2: example_2_messaging_approval,
     3: example_3_messaging_rejection_and_timeout,
@@ -336,6 +364,7 @@ EXAMPLES: dict[int, Callable[[WorkflowClient, Run], None]] = {
     6: example_6_watch_events,
     7: example_7_async_concurrent,
     8: example_8_combined,
+    9: example_9_original_client,
 }
 
 
@@ -366,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(args.base_url.rstrip("/"), args.step_seconds, uuid.uuid4().hex[:6], args.api_key)
     chosen = args.only or sorted(EXAMPLES)
     failed: list[int] = []
-    with WorkflowClient(run.base_url, api_key=run.api_key) as client:
+    with TypedWorkflowClient(run.base_url, api_key=run.api_key) as client:
         try:
             health = client.health()
         except ConnectionFailed as exc:

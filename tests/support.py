@@ -1,5 +1,7 @@
 """Real parts for the tests: a throwaway Postgres, live server processes, bounded waits."""
 
+import asyncio
+import inspect
 import os
 import signal
 import socket
@@ -8,7 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -158,3 +160,69 @@ class ServerProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class AsyncClientAsSync:
+    """An `AsyncWorkflowClient` behind the blocking client's API, on an event loop of its own.
+
+    Coroutines are run to completion, async iterators become blocking ones, so one test body
+    checks both clients. Sync httpx event hooks are wrapped for the async client.
+    """
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        from workflow_comm.client import AsyncWorkflowClient
+
+        hooks = options.pop("event_hooks", None)
+        if hooks:
+            options["event_hooks"] = {
+                name: [self._awaitable(hook) for hook in functions]
+                for name, functions in hooks.items()
+            }
+        self._runner = asyncio.Runner()
+        self._client = self._runner.run(self._make(AsyncWorkflowClient, base_url, options))
+
+    @staticmethod
+    async def _make(cls: Any, base_url: str, options: dict[str, Any]) -> Any:
+        return cls(base_url, **options)  # created inside the loop it will run on
+
+    @staticmethod
+    def _awaitable(hook: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(*args: Any) -> Any:
+            return hook(*args)
+
+        return call
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            outcome = attribute(*args, **kwargs)
+            if inspect.isasyncgen(outcome):
+                return self._blocking(outcome)
+            if inspect.isawaitable(outcome):
+                return self._runner.run(outcome)  # type: ignore[arg-type]
+            return outcome
+
+        return call
+
+    def _blocking(self, items: Any) -> Iterator[Any]:
+        try:
+            while True:
+                try:
+                    yield self._runner.run(anext(items))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._runner.run(items.aclose())
+
+    def close(self) -> None:
+        self._runner.run(self._client.aclose())
+        self._runner.close()
+
+    def __enter__(self) -> "AsyncClientAsSync":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

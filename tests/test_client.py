@@ -1,7 +1,11 @@
-"""The Python client (workflow_comm/client.py) against a live server: sync, async, live push.
+"""The typed Python clients (workflow_comm/client/) against a live server: sync, async, live push.
 
-Every test talks to a real server process over HTTP; nothing is mocked. Tests marked
-`needs_own_server` start (and restart) servers of their own.
+Every test talks to a real server process over HTTP; nothing is mocked. Each test that takes
+`wc` or `kind` runs twice: with `TypedWorkflowClient`, and with `AsyncWorkflowClient` driven
+through `AsyncClientAsSync` (tests/support.py), so both clients are held to one set of tests.
+Tests marked `needs_own_server` start (and restart) servers of their own. The original
+`WorkflowClient` is tested in test_client_original.py, the parts that need no server in
+test_client_unit.py.
 """
 
 import asyncio
@@ -11,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +23,7 @@ import httpx
 import pytest
 
 import client_examples
-from tests.support import ROOT, ServerProcess, free_port, unique_id
+from tests.support import ROOT, AsyncClientAsSync, ServerProcess, free_port, unique_id
 from workflow_comm import client as client_module
 from workflow_comm.client import (
     AsyncWorkflowClient,
@@ -29,9 +34,9 @@ from workflow_comm.client import (
     NotFound,
     PayloadTooLarge,
     StreamDisconnected,
+    TypedWorkflowClient,
     Unauthorized,
     ValidationFailed,
-    WorkflowClient,
 )
 from workflow_comm.keys import (
     EVENT_PROGRESS,
@@ -41,7 +46,6 @@ from workflow_comm.keys import (
     STATUS_COMPLETED,
     STATUS_REJECTED,
     STATUS_TIMED_OUT,
-    STATUS_WAITING,
 )
 from workflow_comm.workflows import stream_entry_count
 
@@ -49,9 +53,29 @@ T = TypeVar("T")
 WAIT = 30.0  # generous bound on any wait for a workflow to finish
 
 
+CLIENT_KINDS = ("sync", "async")
+
+
+@pytest.fixture(params=CLIENT_KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    """Which typed client a test drives: TypedWorkflowClient or AsyncWorkflowClient."""
+    return str(request.param)
+
+
+@contextmanager
+def open_client(kind: str, base_url: str, **options: Any) -> Iterator[TypedWorkflowClient]:
+    """A client of that kind, with the blocking client's API either way."""
+    if kind == "sync":
+        with TypedWorkflowClient(base_url, **options) as client:
+            yield client
+    else:
+        with AsyncClientAsSync(base_url, **options) as driven:
+            yield driven  # type: ignore[misc]
+
+
 @pytest.fixture
-def wc(base_url: str) -> Iterator[WorkflowClient]:
-    with WorkflowClient(base_url) as client:
+def wc(kind: str, base_url: str) -> Iterator[TypedWorkflowClient]:
+    with open_client(kind, base_url) as client:
         yield client
 
 
@@ -88,7 +112,7 @@ def assert_resumed_with_last_event_id(requests: list[httpx.Request]) -> None:
 # -- events --------------------------------------------------------------------------------
 
 
-def test_start_workflow_with_events_returns_the_started_workflow(wc: WorkflowClient) -> None:
+def test_start_workflow_with_events_returns_the_started_workflow(wc: TypedWorkflowClient) -> None:
     """start_workflow_with_events returns the parsed start answer of a new workflow."""
     wf = unique_id("ev")
     started = wc.start_workflow_with_events(wf, 2, step_seconds=0)
@@ -96,7 +120,7 @@ def test_start_workflow_with_events_returns_the_started_workflow(wc: WorkflowCli
     assert started.query_endpoints.all_events == f"/workflow-events/{wf}/all", started
 
 
-def test_starting_an_existing_id_again_is_not_created(wc: WorkflowClient) -> None:
+def test_starting_an_existing_id_again_is_not_created(wc: TypedWorkflowClient) -> None:
     """A second start with the same ID and kind returns created=False, not an error."""
     wf = unique_id("ev")
     wc.start_workflow_with_events(wf, 1, step_seconds=0)
@@ -104,7 +128,7 @@ def test_starting_an_existing_id_again_is_not_created(wc: WorkflowClient) -> Non
     assert again.created is False, again
 
 
-def test_get_workflow_event_waits_for_the_value(wc: WorkflowClient) -> None:
+def test_get_workflow_event_waits_for_the_value(wc: TypedWorkflowClient) -> None:
     """get_workflow_event returns the result event once the server-side wait sees it set."""
     wf = unique_id("ev")
     wc.start_workflow_with_events(wf, 3, step_seconds=0.05)
@@ -113,7 +137,7 @@ def test_get_workflow_event_waits_for_the_value(wc: WorkflowClient) -> None:
     assert (event.event_key, fibs) == (EVENT_RESULT, [1, 1, 2]), event
 
 
-def test_get_workflow_event_never_set_raises_not_found(wc: WorkflowClient) -> None:
+def test_get_workflow_event_never_set_raises_not_found(wc: TypedWorkflowClient) -> None:
     """An event a finished workflow never set is a NotFound whose detail says 'is not set'."""
     wf = unique_id("ev")
     wc.start_workflow_with_events(wf, 1, step_seconds=0)
@@ -123,7 +147,7 @@ def test_get_workflow_event_never_set_raises_not_found(wc: WorkflowClient) -> No
     assert "is not set" in str(caught.value.detail), caught.value.detail
 
 
-def test_get_all_workflow_events_returns_every_key(wc: WorkflowClient) -> None:
+def test_get_all_workflow_events_returns_every_key(wc: TypedWorkflowClient) -> None:
     """get_all_workflow_events returns status, progress and result of a finished workflow."""
     wf = unique_id("ev")
     wc.start_workflow_with_events(wf, 2, step_seconds=0)
@@ -135,7 +159,7 @@ def test_get_all_workflow_events_returns_every_key(wc: WorkflowClient) -> None:
 
 
 def test_poll_until_complete_reports_progress_and_returns_final_events(
-    wc: WorkflowClient,
+    wc: TypedWorkflowClient,
 ) -> None:
     """poll_until_complete calls on_progress on changes and returns the completed events."""
     wf = unique_id("ev")
@@ -149,7 +173,7 @@ def test_poll_until_complete_reports_progress_and_returns_final_events(
     assert seen and seen[-1] == final.events, f"{len(seen)} progress calls, last {seen[-1:]}"
 
 
-def test_poll_until_complete_times_out(wc: WorkflowClient) -> None:
+def test_poll_until_complete_times_out(wc: TypedWorkflowClient) -> None:
     """poll_until_complete raises ClientTimeout (a TimeoutError) when the deadline passes."""
     wf = unique_id("msg")
     wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=60)
@@ -164,7 +188,7 @@ def test_poll_until_complete_times_out(wc: WorkflowClient) -> None:
 # -- messaging -----------------------------------------------------------------------------
 
 
-def test_start_workflow_with_messaging_passes_approval_timeout(wc: WorkflowClient) -> None:
+def test_start_workflow_with_messaging_passes_approval_timeout(wc: TypedWorkflowClient) -> None:
     """start_workflow_with_messaging sends approval_timeout; the answer echoes it."""
     wf = unique_id("msg")
     started = wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=42.5)
@@ -172,7 +196,7 @@ def test_start_workflow_with_messaging_passes_approval_timeout(wc: WorkflowClien
     wc.cancel_workflow(wf)
 
 
-def test_send_approval_runs_the_steps(wc: WorkflowClient) -> None:
+def test_send_approval_runs_the_steps(wc: TypedWorkflowClient) -> None:
     """send_approval() approves: the workflow runs its steps and completes."""
     wf = unique_id("msg")
     wc.start_workflow_with_messaging(wf, 2, step_seconds=0)
@@ -182,7 +206,7 @@ def test_send_approval_runs_the_steps(wc: WorkflowClient) -> None:
     assert done.result["outcome"] == STATUS_COMPLETED, done.result
 
 
-def test_send_approval_false_rejects(wc: WorkflowClient) -> None:
+def test_send_approval_false_rejects(wc: TypedWorkflowClient) -> None:
     """send_approval(approved=False) makes the workflow end as rejected."""
     wf = unique_id("msg")
     wc.start_workflow_with_messaging(wf, 2, step_seconds=0)
@@ -191,7 +215,7 @@ def test_send_approval_false_rejects(wc: WorkflowClient) -> None:
     assert done.result["outcome"] == STATUS_REJECTED, done.result
 
 
-def test_send_custom_message_on_another_topic_does_not_approve(wc: WorkflowClient) -> None:
+def test_send_custom_message_on_another_topic_does_not_approve(wc: TypedWorkflowClient) -> None:
     """A message on another topic never reaches the approval wait, which then times out."""
     wf = unique_id("msg")
     wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=0.5)
@@ -201,7 +225,7 @@ def test_send_custom_message_on_another_topic_does_not_approve(wc: WorkflowClien
     assert done.result["outcome"] == STATUS_TIMED_OUT, done.result
 
 
-def test_send_custom_message_sends_the_idempotency_key(wc: WorkflowClient) -> None:
+def test_send_custom_message_sends_the_idempotency_key(wc: TypedWorkflowClient) -> None:
     """The idempotency_key argument reaches the server (it echoes the header back)."""
     wf = unique_id("msg")
     wc.start_workflow_with_messaging(wf, 1, step_seconds=0)
@@ -212,7 +236,7 @@ def test_send_custom_message_sends_the_idempotency_key(wc: WorkflowClient) -> No
 # -- streaming -----------------------------------------------------------------------------
 
 
-def test_read_stream_returns_one_page(wc: WorkflowClient) -> None:
+def test_read_stream_returns_one_page(wc: TypedWorkflowClient) -> None:
     """read_stream with a limit returns that many values and says more are there."""
     wf = unique_id("st")
     wc.start_workflow_with_streaming(wf, 3, step_seconds=0)
@@ -222,7 +246,7 @@ def test_read_stream_returns_one_page(wc: WorkflowClient) -> None:
     assert page.has_more and not page.closed, page
 
 
-def test_read_stream_all_joins_every_page(wc: WorkflowClient) -> None:
+def test_read_stream_all_joins_every_page(wc: TypedWorkflowClient) -> None:
     """read_stream_all follows next_offset page by page and returns the whole closed stream."""
     wf = unique_id("st")
     wc.start_workflow_with_streaming(wf, 3, step_seconds=0)
@@ -236,7 +260,7 @@ def test_read_stream_all_joins_every_page(wc: WorkflowClient) -> None:
 # -- workflows -----------------------------------------------------------------------------
 
 
-def test_get_workflow_returns_status_and_result(wc: WorkflowClient) -> None:
+def test_get_workflow_returns_status_and_result(wc: TypedWorkflowClient) -> None:
     """get_workflow describes a finished workflow with its kind, status and result."""
     wf = unique_id("ev")
     wc.start_workflow_with_events(wf, 1, step_seconds=0)
@@ -246,7 +270,7 @@ def test_get_workflow_returns_status_and_result(wc: WorkflowClient) -> None:
     assert workflow.result["total_steps"] == 1, workflow
 
 
-def test_wait_for_result_times_out(wc: WorkflowClient) -> None:
+def test_wait_for_result_times_out(wc: TypedWorkflowClient) -> None:
     """wait_for_result raises ClientTimeout while the workflow keeps waiting."""
     wf = unique_id("msg")
     wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=60)
@@ -255,7 +279,7 @@ def test_wait_for_result_times_out(wc: WorkflowClient) -> None:
     wc.cancel_workflow(wf)
 
 
-def test_list_workflows_filters_by_kind(wc: WorkflowClient) -> None:
+def test_list_workflows_filters_by_kind(wc: TypedWorkflowClient) -> None:
     """list_workflows(kind=...) returns only that kind, newest first."""
     wf = unique_id("st")
     wc.start_workflow_with_streaming(wf, 1, step_seconds=0)
@@ -265,7 +289,7 @@ def test_list_workflows_filters_by_kind(wc: WorkflowClient) -> None:
     assert listed.count == len(listed.data), listed
 
 
-def test_cancel_workflow_cancels(wc: WorkflowClient) -> None:
+def test_cancel_workflow_cancels(wc: TypedWorkflowClient) -> None:
     """cancel_workflow stops a waiting workflow: it is CANCELLED."""
     wf = unique_id("msg")
     wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=60)
@@ -274,7 +298,7 @@ def test_cancel_workflow_cancels(wc: WorkflowClient) -> None:
     assert wc.get_workflow(wf).status == "CANCELLED"
 
 
-def test_resume_workflow_continues_a_cancelled_workflow(wc: WorkflowClient) -> None:
+def test_resume_workflow_continues_a_cancelled_workflow(wc: TypedWorkflowClient) -> None:
     """resume_workflow restarts a cancelled workflow, which can then be approved."""
     wf = unique_id("msg")
     wc.start_workflow_with_messaging(wf, 1, step_seconds=0, approval_timeout=60)
@@ -286,7 +310,7 @@ def test_resume_workflow_continues_a_cancelled_workflow(wc: WorkflowClient) -> N
     assert done.status == "SUCCESS", done
 
 
-def test_health_reports_ok(wc: WorkflowClient) -> None:
+def test_health_reports_ok(wc: TypedWorkflowClient) -> None:
     """health() parses the report of a server whose database answers."""
     health = wc.health()
     assert (health.status, health.database.reachable) == ("ok", True), health
@@ -295,7 +319,7 @@ def test_health_reports_ok(wc: WorkflowClient) -> None:
 # -- error mapping -------------------------------------------------------------------------
 
 
-def test_unknown_workflow_raises_not_found(wc: WorkflowClient) -> None:
+def test_unknown_workflow_raises_not_found(wc: TypedWorkflowClient) -> None:
     """A 404 becomes NotFound carrying the status code and the server's detail."""
     with pytest.raises(NotFound) as caught:
         wc.get_workflow(unique_id("missing"))
@@ -303,7 +327,7 @@ def test_unknown_workflow_raises_not_found(wc: WorkflowClient) -> None:
     assert "does not exist" in caught.value.detail, caught.value.detail
 
 
-def test_id_of_another_kind_raises_conflict(wc: WorkflowClient) -> None:
+def test_id_of_another_kind_raises_conflict(wc: TypedWorkflowClient) -> None:
     """Starting a streaming workflow under an events workflow's ID is a 409 Conflict."""
     wf = unique_id("ev")
     wc.start_workflow_with_events(wf, 1, step_seconds=0)
@@ -312,7 +336,7 @@ def test_id_of_another_kind_raises_conflict(wc: WorkflowClient) -> None:
     assert caught.value.status_code == 409, caught.value
 
 
-def test_cancelling_a_finished_workflow_raises_conflict(wc: WorkflowClient) -> None:
+def test_cancelling_a_finished_workflow_raises_conflict(wc: TypedWorkflowClient) -> None:
     """cancel_workflow on a finished workflow is a 409 Conflict that names its status."""
     wf = unique_id("ev")
     wc.start_workflow_with_events(wf, 1, step_seconds=0)
@@ -322,7 +346,7 @@ def test_cancelling_a_finished_workflow_raises_conflict(wc: WorkflowClient) -> N
     assert "SUCCESS" in caught.value.detail, caught.value.detail
 
 
-def test_oversized_message_raises_payload_too_large(wc: WorkflowClient) -> None:
+def test_oversized_message_raises_payload_too_large(wc: TypedWorkflowClient) -> None:
     """A body over the server's limit is a 413 PayloadTooLarge."""
     wf = unique_id("msg")
     wc.start_workflow_with_messaging(wf, 1, step_seconds=0)
@@ -332,7 +356,7 @@ def test_oversized_message_raises_payload_too_large(wc: WorkflowClient) -> None:
     wc.cancel_workflow(wf)
 
 
-def test_out_of_bounds_parameter_raises_validation_failed(wc: WorkflowClient) -> None:
+def test_out_of_bounds_parameter_raises_validation_failed(wc: TypedWorkflowClient) -> None:
     """A 422 becomes ValidationFailed; its detail lists the field and the message names it."""
     with pytest.raises(ValidationFailed) as caught:
         wc.start_workflow_with_events(unique_id("ev"), 0)
@@ -341,10 +365,10 @@ def test_out_of_bounds_parameter_raises_validation_failed(wc: WorkflowClient) ->
     assert "n_steps" in str(caught.value), str(caught.value)
 
 
-def test_unreachable_server_raises_connection_failed() -> None:
+def test_unreachable_server_raises_connection_failed(kind: str) -> None:
     """Nobody listening is a ConnectionFailed (a ConnectionError), not a raw httpx error."""
     with (
-        WorkflowClient(f"http://127.0.0.1:{free_port()}", timeout=5) as client,
+        open_client(kind, f"http://127.0.0.1:{free_port()}", timeout=5) as client,
         pytest.raises(ConnectionFailed) as caught,
     ):
         client.health()
@@ -354,7 +378,7 @@ def test_unreachable_server_raises_connection_failed() -> None:
 # -- live push (server-sent events) --------------------------------------------------------
 
 
-def test_iter_stream_yields_every_offset_until_closed(wc: WorkflowClient) -> None:
+def test_iter_stream_yields_every_offset_until_closed(wc: TypedWorkflowClient) -> None:
     """iter_stream yields offsets 0..n-1 in order with their values, and stops at `closed`."""
     wf = unique_id("live")
     wc.start_workflow_with_streaming(wf, 3, step_seconds=0.05)
@@ -363,7 +387,7 @@ def test_iter_stream_yields_every_offset_until_closed(wc: WorkflowClient) -> Non
     assert (items[0].value["type"], items[-1].value["type"]) == ("start", "complete"), items
 
 
-def test_iter_stream_starts_at_the_given_offset(wc: WorkflowClient) -> None:
+def test_iter_stream_starts_at_the_given_offset(wc: TypedWorkflowClient) -> None:
     """iter_stream(offset=k) begins at offset k."""
     wf = unique_id("live")
     wc.start_workflow_with_streaming(wf, 2, step_seconds=0)
@@ -371,11 +395,12 @@ def test_iter_stream_starts_at_the_given_offset(wc: WorkflowClient) -> None:
     assert offsets == list(range(4, stream_entry_count(2))), offsets
 
 
-def test_iter_stream_resumes_after_dropped_connections(base_url: str) -> None:
+def test_iter_stream_resumes_after_dropped_connections(kind: str, base_url: str) -> None:
     """Connections that go silent past sse_read_timeout are dropped and resumed with
     Last-Event-ID: every offset arrives exactly once, in order."""
     requests: list[httpx.Request] = []
-    with WorkflowClient(
+    with open_client(
+        kind,
         base_url,
         sse_read_timeout=0.15,
         retry_backoff=0.01,
@@ -390,13 +415,13 @@ def test_iter_stream_resumes_after_dropped_connections(base_url: str) -> None:
     assert_resumed_with_last_event_id(requests)
 
 
-def test_iter_stream_unknown_workflow_raises_not_found(wc: WorkflowClient) -> None:
+def test_iter_stream_unknown_workflow_raises_not_found(wc: TypedWorkflowClient) -> None:
     """A live stream of an unknown workflow is a NotFound, not a retry loop."""
     with pytest.raises(NotFound):
         list(wc.iter_stream(unique_id("missing")))
 
 
-def test_stream_live_updates_yields_the_values(wc: WorkflowClient) -> None:
+def test_stream_live_updates_yields_the_values(wc: TypedWorkflowClient) -> None:
     """stream_live_updates yields the stream's values themselves, through `complete`."""
     wf = unique_id("live")
     wc.start_workflow_with_streaming(wf, 2, step_seconds=0)
@@ -404,7 +429,7 @@ def test_stream_live_updates_yields_the_values(wc: WorkflowClient) -> None:
     assert types == ["start", "progress", "result", "progress", "result", "summary", "complete"]
 
 
-def test_watch_events_yields_changes_until_the_workflow_ends(wc: WorkflowClient) -> None:
+def test_watch_events_yields_changes_until_the_workflow_ends(wc: TypedWorkflowClient) -> None:
     """watch_events yields {key, value, version} with rising versions, ending at completed."""
     wf = unique_id("watch")
     wc.start_workflow_with_events(wf, 2, step_seconds=0.05)
@@ -416,7 +441,7 @@ def test_watch_events_yields_changes_until_the_workflow_ends(wc: WorkflowClient)
     assert last[EVENT_PROGRESS] == 100, last
 
 
-def test_watch_status_ends_with_the_result(wc: WorkflowClient) -> None:
+def test_watch_status_ends_with_the_result(wc: TypedWorkflowClient) -> None:
     """watch_status yields status changes; the last is SUCCESS with the workflow's result."""
     wf = unique_id("watch")
     wc.start_workflow_with_events(wf, 2, step_seconds=0.05)
@@ -427,7 +452,7 @@ def test_watch_status_ends_with_the_result(wc: WorkflowClient) -> None:
 
 
 @pytest.mark.needs_own_server
-def test_iter_stream_resumes_across_a_server_restart(tmp_path: Path) -> None:
+def test_iter_stream_resumes_across_a_server_restart(kind: str, tmp_path: Path) -> None:
     """A server stopped mid-stream and restarted: the client reconnects with Last-Event-ID
     and the recovered workflow's stream arrives complete, each offset once."""
     executor = unique_id("executor")
@@ -436,7 +461,8 @@ def test_iter_stream_resumes_across_a_server_restart(tmp_path: Path) -> None:
     requests: list[httpx.Request] = []
     offsets: list[int] = []
     try:
-        with WorkflowClient(
+        with open_client(
+            kind,
             first.base_url,
             max_retries=40,
             retry_backoff=0.05,
@@ -463,14 +489,14 @@ def test_iter_stream_resumes_across_a_server_restart(tmp_path: Path) -> None:
 
 
 @pytest.mark.needs_own_server
-def test_live_connection_limit_is_retried_then_reported(tmp_path: Path) -> None:
+def test_live_connection_limit_is_retried_then_reported(kind: str, tmp_path: Path) -> None:
     """At the server's live-connection limit (503), iter_stream retries with backoff and,
     if no slot frees up, raises StreamDisconnected carrying the 503."""
     env = {"COMM_MAX_LIVE_CONNECTIONS": "1"}
     with (
         ServerProcess(None, workdir=tmp_path, env=env) as server,
-        WorkflowClient(
-            server.base_url, max_retries=2, retry_backoff=0.05, max_backoff=0.1
+        open_client(
+            kind, server.base_url, max_retries=2, retry_backoff=0.05, max_backoff=0.1
         ) as client,
     ):
         wf = unique_id("limit")
@@ -485,126 +511,6 @@ def test_live_connection_limit_is_retried_then_reported(tmp_path: Path) -> None:
 
 
 # -- async client --------------------------------------------------------------------------
-
-
-def test_async_start_and_get_event(base_url: str) -> None:
-    """The async client starts a workflow and reads its result event."""
-
-    async def body(client: AsyncWorkflowClient) -> Any:
-        wf = unique_id("aev")
-        await client.start_workflow_with_events(wf, 2, step_seconds=0)
-        return (await client.get_workflow_event(wf, EVENT_RESULT, timeout=10)).value
-
-    result = run_async(base_url, body)
-    assert result["total_steps"] == 2, result
-
-
-def test_async_errors_map_like_sync(base_url: str) -> None:
-    """The async client raises the same NotFound for an unknown workflow."""
-
-    async def body(client: AsyncWorkflowClient) -> Any:
-        return await client.get_workflow(unique_id("missing"))
-
-    with pytest.raises(NotFound):
-        run_async(base_url, body)
-
-
-def test_async_poll_until_complete(base_url: str) -> None:
-    """Async poll_until_complete returns the completed events."""
-
-    async def body(client: AsyncWorkflowClient) -> Any:
-        wf = unique_id("aev")
-        await client.start_workflow_with_events(wf, 2, step_seconds=0.05)
-        return await client.poll_until_complete(wf, timeout=WAIT, interval=0.05)
-
-    final = run_async(base_url, body)
-    assert final.events[EVENT_STATUS] == STATUS_COMPLETED, final
-
-
-def test_async_approval_and_wait_for_result(base_url: str) -> None:
-    """Async send_approval approves a waiting workflow; wait_for_result sees it complete."""
-
-    async def body(client: AsyncWorkflowClient) -> Any:
-        wf = unique_id("amsg")
-        await client.start_workflow_with_messaging(wf, 1, step_seconds=0)
-        status = await client.get_workflow_event(wf, EVENT_STATUS, timeout=10)
-        assert status.value == STATUS_WAITING, status
-        await client.send_approval(wf)
-        return await client.wait_for_result(wf, timeout=WAIT, interval=0.05)
-
-    done = run_async(base_url, body)
-    assert done.result["outcome"] == STATUS_COMPLETED, done.result
-
-
-def test_async_read_stream_all(base_url: str) -> None:
-    """Async read_stream_all returns the whole stream across pages."""
-
-    async def body(client: AsyncWorkflowClient) -> Any:
-        wf = unique_id("ast")
-        await client.start_workflow_with_streaming(wf, 2, step_seconds=0)
-        await client.wait_for_result(wf, timeout=WAIT, interval=0.05)
-        return await client.read_stream_all(wf, page_size=3)
-
-    whole = run_async(base_url, body)
-    assert (whole.total_messages, whole.closed) == (stream_entry_count(2), True), whole
-
-
-def test_async_iter_stream(base_url: str) -> None:
-    """Async iter_stream yields every offset in order until closed."""
-
-    async def body(client: AsyncWorkflowClient) -> list[int]:
-        wf = unique_id("alive")
-        await client.start_workflow_with_streaming(wf, 2, step_seconds=0.05)
-        return [item.offset async for item in client.iter_stream(wf)]
-
-    offsets = run_async(base_url, body)
-    assert offsets == list(range(stream_entry_count(2))), offsets
-
-
-def test_async_iter_stream_resumes_after_dropped_connections(base_url: str) -> None:
-    """The async client also resumes silent, dropped connections with Last-Event-ID."""
-    requests: list[httpx.Request] = []
-
-    async def record(request: httpx.Request) -> None:
-        if request.url.path.endswith("/live"):
-            requests.append(request)
-
-    async def main() -> list[int]:
-        async with AsyncWorkflowClient(
-            base_url,
-            sse_read_timeout=0.15,
-            retry_backoff=0.01,
-            max_backoff=0.1,
-            max_retries=100,
-            event_hooks={"request": [record]},
-        ) as client:
-            wf = unique_id("alive")
-            await client.start_workflow_with_streaming(wf, 2, step_seconds=0.4)
-            return [item.offset async for item in client.iter_stream(wf)]
-
-    offsets = asyncio.run(main())
-    assert offsets == list(range(stream_entry_count(2))), offsets
-    assert_resumed_with_last_event_id(requests)
-
-
-def test_async_watch_events_and_status(base_url: str) -> None:
-    """Async watch_events and watch_status, side by side, both end at completion."""
-
-    async def body(client: AsyncWorkflowClient) -> tuple[Any, Any]:
-        wf = unique_id("awatch")
-        await client.start_workflow_with_events(wf, 2, step_seconds=0.05)
-
-        async def changes() -> list[Any]:
-            return [c async for c in client.watch_events(wf)]
-
-        async def statuses() -> list[Any]:
-            return [s async for s in client.watch_status(wf)]
-
-        return await asyncio.gather(changes(), statuses())
-
-    changes, statuses = run_async(base_url, body)
-    assert {c.key: c.value for c in changes}[EVENT_STATUS] == STATUS_COMPLETED, changes
-    assert statuses[-1].status == "SUCCESS", statuses
 
 
 def test_async_client_runs_workflows_concurrently(base_url: str) -> None:
@@ -629,14 +535,15 @@ def test_async_client_runs_workflows_concurrently(base_url: str) -> None:
 # -- the examples script -------------------------------------------------------------------
 
 
-def test_client_examples_reexports_the_client() -> None:
-    """`from client_examples import WorkflowClient` gives the client of workflow_comm.client."""
+def test_client_examples_reexports_the_clients() -> None:
+    """`from client_examples import WorkflowClient` gives the clients of workflow_comm.client."""
     assert client_examples.WorkflowClient is client_module.WorkflowClient
+    assert client_examples.TypedWorkflowClient is client_module.TypedWorkflowClient
     assert client_examples.AsyncWorkflowClient is client_module.AsyncWorkflowClient
 
 
 def test_client_examples_script_runs_every_example(base_url: str) -> None:
-    """`python client_examples.py --base-url URL --step-seconds 0` runs all 8 and exits 0."""
+    """`python client_examples.py --base-url URL --step-seconds 0` runs all 9 and exits 0."""
     done = subprocess.run(
         [sys.executable, "client_examples.py", "--base-url", base_url, "--step-seconds", "0"],
         cwd=ROOT,
@@ -646,9 +553,9 @@ def test_client_examples_script_runs_every_example(base_url: str) -> None:
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"exit {done.returncode}:\n{output[-3000:]}"
-    for number in range(1, 9):
+    for number in range(1, 10):
         assert f"--- Example {number} ok" in output, f"example {number}:\n{output[-3000:]}"
-    assert "All 8 examples passed." in output, output[-3000:]
+    assert "All 9 examples passed." in output, output[-3000:]
 
 
 # -- API keys ------------------------------------------------------------------------------
@@ -666,9 +573,9 @@ def keyed_server(postgres_url: str) -> Iterator[ServerProcess]:
 
 
 @pytest.mark.needs_own_server
-def test_api_key_write_starts_and_sends(keyed_server: ServerProcess) -> None:
+def test_api_key_write_starts_and_sends(kind: str, keyed_server: ServerProcess) -> None:
     """With a write key the client starts a messaging workflow and approves it."""
-    with WorkflowClient(keyed_server.base_url, api_key=WRITE_KEY) as client:
+    with open_client(kind, keyed_server.base_url, api_key=WRITE_KEY) as client:
         wf = unique_id("key")
         client.start_workflow_with_messaging(wf, 2, step_seconds=0)
         client.send_approval(wf)
@@ -677,11 +584,11 @@ def test_api_key_write_starts_and_sends(keyed_server: ServerProcess) -> None:
 
 
 @pytest.mark.needs_own_server
-def test_api_key_write_follows_the_live_stream(keyed_server: ServerProcess) -> None:
+def test_api_key_write_follows_the_live_stream(kind: str, keyed_server: ServerProcess) -> None:
     """The key goes on the SSE requests too, as a header: iter_stream gets every offset."""
     requests: list[httpx.Request] = []
-    with WorkflowClient(
-        keyed_server.base_url, api_key=WRITE_KEY, event_hooks=live_requests(requests)
+    with open_client(
+        kind, keyed_server.base_url, api_key=WRITE_KEY, event_hooks=live_requests(requests)
     ) as client:
         wf = unique_id("key")
         client.start_workflow_with_streaming(wf, 3, step_seconds=0)
@@ -692,23 +599,11 @@ def test_api_key_write_follows_the_live_stream(keyed_server: ServerProcess) -> N
 
 
 @pytest.mark.needs_own_server
-def test_api_key_sent_by_the_async_client_too(keyed_server: ServerProcess) -> None:
-    """AsyncWorkflowClient with a write key starts a workflow and watches it live to the end."""
-
-    async def main() -> list[Any]:
-        async with AsyncWorkflowClient(keyed_server.base_url, api_key=WRITE_KEY) as client:
-            wf = unique_id("akey")
-            await client.start_workflow_with_events(wf, 2, step_seconds=0)
-            return [status async for status in client.watch_status(wf)]
-
-    statuses = asyncio.run(main())
-    assert statuses and statuses[-1].status == "SUCCESS", [s.status for s in statuses]
-
-
-@pytest.mark.needs_own_server
-def test_api_key_read_only_may_read_but_start_raises_forbidden(keyed_server: ServerProcess) -> None:
+def test_api_key_read_only_may_read_but_start_raises_forbidden(
+    kind: str, keyed_server: ServerProcess
+) -> None:
     """A read key lists workflows; starting one raises Forbidden carrying the 403."""
-    with WorkflowClient(keyed_server.base_url, api_key=READ_KEY) as client:
+    with open_client(kind, keyed_server.base_url, api_key=READ_KEY) as client:
         client.list_workflows(limit=1)
         with pytest.raises(Forbidden) as caught:
             client.start_workflow_with_events(unique_id("key"), 1, step_seconds=0)
@@ -716,9 +611,12 @@ def test_api_key_read_only_may_read_but_start_raises_forbidden(keyed_server: Ser
 
 
 @pytest.mark.needs_own_server
-def test_api_key_missing_raises_unauthorized(keyed_server: ServerProcess) -> None:
+def test_api_key_missing_raises_unauthorized(kind: str, keyed_server: ServerProcess) -> None:
     """Without a key, starting raises Unauthorized carrying the 401 and the server's words."""
-    with WorkflowClient(keyed_server.base_url) as client, pytest.raises(Unauthorized) as caught:
+    with (
+        open_client(kind, keyed_server.base_url) as client,
+        pytest.raises(Unauthorized) as caught,
+    ):
         client.start_workflow_with_events(unique_id("key"), 1, step_seconds=0)
     assert caught.value.status_code == 401, caught.value
     assert "API key is required" in str(caught.value.detail), caught.value.detail
@@ -726,13 +624,13 @@ def test_api_key_missing_raises_unauthorized(keyed_server: ServerProcess) -> Non
 
 @pytest.mark.needs_own_server
 def test_api_key_wrong_on_a_live_stream_raises_unauthorized_at_once(
-    keyed_server: ServerProcess,
+    kind: str, keyed_server: ServerProcess
 ) -> None:
     """A live stream with an unknown key raises Unauthorized on the first answer: no retries."""
     requests: list[httpx.Request] = []
     with (
-        WorkflowClient(
-            keyed_server.base_url, api_key="not-a-key", event_hooks=live_requests(requests)
+        open_client(
+            kind, keyed_server.base_url, api_key="not-a-key", event_hooks=live_requests(requests)
         ) as client,
         pytest.raises(Unauthorized) as caught,
     ):
