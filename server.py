@@ -53,8 +53,9 @@ def main() -> None:
         port=args.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
-        # A WebSocket frame carries one message plus a small envelope.
-        ws_max_size=settings.max_message_bytes + 4096,
+        # Frames over the message bound but under this cap get an `error` frame and the socket
+        # stays usable; past it the transport closes with 1009 without reading the frame.
+        ws_max_size=settings.ws_max_frame_bytes,
     )
     # uvicorn set up its loggers just now; format them before its first startup line.
     configure_logging(settings)

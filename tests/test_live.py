@@ -531,6 +531,75 @@ def test_websocket_bad_frames_get_errors_and_socket_stays_usable(
     )
 
 
+# COMM_MAX_MESSAGE_BYTES and the transport's hard cap on a frame (4 times it) by default.
+MESSAGE_BOUND = keys.MESSAGE_MAX_BYTES_DEFAULT
+FRAME_CAP = 4 * MESSAGE_BOUND
+
+
+def test_websocket_frames_over_the_bound_get_errors_until_the_transport_cap(
+    client: httpx.Client, base_url: str
+) -> None:
+    """Frames of 70,000 and 200,000 bytes (over the 65,536-byte message bound, under the
+    262,144-byte transport cap) each get an error frame and the socket goes on; a frame over
+    the cap closes the socket with 1009."""
+    workflow_id = unique_id("live-ws-big")
+    start(client, "messaging", workflow_id, 1, step_seconds=0, approval_timeout=120)
+
+    def frame_of(size: int, frame_id: str) -> str:
+        head = json.dumps({"type": "send", "id": frame_id, "payload": {"x": ""}})
+        text = head.replace('"x": ""', '"x": "' + "a" * (size - len(head)) + '"')
+        assert len(text.encode()) == size
+        return text
+
+    # Another topic: the workflow waits on `notification`, so it keeps waiting.
+    other = {"type": "send", "id": "ok", "topic": "other", "payload": {"small": True}}
+    with connect(ws_url(base_url, workflow_id), open_timeout=WS_TIMEOUT) as ws:
+        ws.send(frame_of(70_000, "s70k"))
+        ws.send(frame_of(200_000, "s200k"))
+        ws.send(json.dumps(other))
+        frames = ws_until(ws, "ack")
+        ws.send(frame_of(FRAME_CAP + 1, "over"))
+        after = list(ws_frames(ws))
+        close_code = ws.close_code
+    client.post(f"/workflows/{workflow_id}/cancel")
+
+    errors = [frame for frame in frames if frame["type"] == "error"]
+    assert [e["detail"] for e in errors] == [
+        f"Frame too large: the limit is {MESSAGE_BOUND} bytes."
+    ] * 2, f"error frames {errors}"
+    assert frames[-1] == {"type": "ack", "id": "ok", "topic": "other"}, f"{frames[-1]}"
+    assert not [f for f in after if f["type"] in ("ack", "error")], f"after the cap: {after}"
+    assert close_code == 1009, f"close code {close_code} after a {FRAME_CAP + 1}-byte frame"
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("{id}", "stream_offset=1073741825", "query.stream_offset"),
+        ("{id}", "stream_offset=-1", "query.stream_offset"),
+        ("{id}", "stream_key=a%2Fb", "query.stream_key"),
+        ("bad%20id", "", "path.workflow_id"),
+        ("x" * 129, "", "path.workflow_id"),
+    ],
+    ids=["offset-over", "offset-negative", "key-slash", "id-space", "id-129"],
+)
+def test_websocket_out_of_bounds_parameter_gets_an_error_frame_and_4422(
+    client: httpx.Client, base_url: str, path: str, query: str, field: str
+) -> None:
+    """A parameter out of bounds is not a bare 403 handshake refusal: the socket opens, gets
+    one error frame naming the field, and closes with 4422 (its own code, not auth's)."""
+    workflow_id = unique_id("live-ws-422")
+    start(client, "events", workflow_id, 1, step_seconds=0)
+    url = f"{base_url.replace('http', 'ws', 1)}/ws/workflows/{path.format(id=workflow_id)}"
+    with connect(url + (f"?{query}" if query else ""), open_timeout=WS_TIMEOUT) as ws:
+        frames = list(ws_frames(ws))
+        close_code = ws.close_code
+    assert [frame["type"] for frame in frames] == ["error"], f"frames {frames}"
+    assert frames[0]["id"] is None, frames
+    assert frames[0]["detail"].startswith(f"Invalid parameter: {field}: "), frames[0]
+    assert close_code == 4422, f"close code {close_code}"
+
+
 def test_websocket_unknown_workflow_is_refused(base_url: str) -> None:
     """A socket on a workflow that does not exist gets an error frame and close code 4404."""
     workflow_id = unique_id("live-ws-none")
@@ -620,7 +689,7 @@ def test_unknown_workflow_gets_404_json(client: httpx.Client, path: str) -> None
 
 @pytest.mark.parametrize("last_event_id", ["abc", "-2", "1.5"])
 def test_invalid_last_event_id_gets_422(client: httpx.Client, last_event_id: str) -> None:
-    """A Last-Event-ID that is not an offset (-1 or more) is refused with 422."""
+    """A Last-Event-ID that is not an offset (0 or more) is refused with 422."""
     workflow_id = unique_id("live-bad-id")
     start(client, "streaming", workflow_id, 1, step_seconds=0)
     response = client.get(
@@ -628,6 +697,39 @@ def test_invalid_last_event_id_gets_422(client: httpx.Client, last_event_id: str
     )
     assert response.status_code == 422, f"{last_event_id!r}: {response.status_code}"
     assert "Last-Event-ID" in response.text, response.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/workflow-stream/{}/live", "/workflow-events/{}/live"], ids=["stream", "events"]
+)
+@pytest.mark.parametrize("last_event_id", [-1, keys.STREAM_OFFSET_MAX])
+def test_last_event_id_out_of_bounds_is_a_422_naming_the_header(
+    client: httpx.Client, path: str, last_event_id: int
+) -> None:
+    """Last-Event-ID is the id of an event received: 0 to 2^30 - 1, so a stream resumes at
+    most at offset 2^30, the bound of ?offset=. -1 and 2^30 get a JSON 422 naming it."""
+    workflow_id = unique_id("live-id-bound")
+    start(client, "streaming", workflow_id, 1, step_seconds=0)
+    response = client.get(path.format(workflow_id), headers={"Last-Event-ID": str(last_event_id)})
+    assert response.status_code == 422, f"{last_event_id}: {response.status_code}"
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["header", "Last-Event-ID"], error
+
+
+def test_last_event_id_at_its_bound_resumes_at_the_offset_bound(client: httpx.Client) -> None:
+    """Last-Event-ID 2^30 - 1 on a finished stream: nothing to send, and `closed` says
+    next_offset 2^30, within the documented bound."""
+    workflow_id = unique_id("live-id-max")
+    start(client, "streaming", workflow_id, 1, step_seconds=0)
+    finished(client, workflow_id)
+    events = read_sse(
+        client,
+        f"/workflow-stream/{workflow_id}/live",
+        headers={"Last-Event-ID": str(keys.STREAM_OFFSET_MAX - 1)},
+    )
+    assert [event.event for event in events] == ["closed"], [e.event for e in events]
+    assert events[0].json()["next_offset"] == keys.STREAM_OFFSET_MAX, events[0].data
 
 
 # Last: it stops the tuned server (a later user of it would restart it).

@@ -1,6 +1,7 @@
 """The FastAPI application: routers, error handlers, body limit and the DBOS lifespan."""
 
 from fastapi import FastAPI
+from fastapi.exceptions import WebSocketRequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
 from workflow_comm import __version__
@@ -42,6 +43,8 @@ def create_app() -> FastAPI:
         app.include_router(area.router)
     dashboard.install(app)
     install_error_handlers(app)
+    # Out-of-bounds WebSocket parameters: an `error` frame and close 4422, not a bare 403.
+    app.add_exception_handler(WebSocketRequestValidationError, websocket.refuse_invalid_parameters)
     settings = get_settings()
     app.state.client_waits = ClientWaits(settings.max_waits_per_client)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)

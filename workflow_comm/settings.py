@@ -19,6 +19,9 @@ DEFAULT_SQLITE_URL = "sqlite:///dbos_workflow_communication.sqlite"
 API_KEY_PATTERN = r"[A-Za-z0-9_\-.~+/=]{16,256}"
 # Letters, digits and _ only: the tenant prefix of a stored workflow ID ends at its first "--".
 TENANT_PATTERN = r"[A-Za-z0-9_]{1,32}"
+# The WebSocket transport reads frames of up to this many times max_message_bytes, so a frame
+# a little or a lot over the message bound still gets an `error` frame; past it, close 1009.
+WS_FRAME_CAP_FACTOR = 4
 
 
 class ApiKey(BaseModel, frozen=True):
@@ -160,6 +163,13 @@ class Settings(BaseSettings):
             if self.system_database_url.startswith(prefix):
                 return "postgresql+psycopg://" + self.system_database_url.removeprefix(prefix)
         return self.system_database_url
+
+    @property
+    def ws_max_frame_bytes(self) -> int:
+        """The hard cap on one WebSocket frame (262144 bytes by default): the transport closes
+        the socket with 1009 past it. A frame over max_message_bytes but within it gets an
+        `error` frame, and the socket stays usable."""
+        return WS_FRAME_CAP_FACTOR * self.max_message_bytes
 
     @property
     def resolved_executor_id(self) -> str:

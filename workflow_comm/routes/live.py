@@ -50,10 +50,15 @@ router = APIRouter(
     },
 )
 
+# The id of an event received: a stream offset, or an event version. A stream resumes at the
+# next offset, which keeps it within STREAM_OFFSET_MAX, the bound of ?offset=.
 LastEventId = Annotated[
     int | None,
     Header(
-        alias="Last-Event-ID", ge=-1, le=keys.STREAM_OFFSET_MAX, description="Resume after this id."
+        alias="Last-Event-ID",
+        ge=0,
+        le=keys.STREAM_OFFSET_MAX - 1,
+        description="Resume after this id (0 to 2^30 - 1): the id of the last event received.",
     ),
 ]
 

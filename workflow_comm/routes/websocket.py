@@ -3,10 +3,12 @@
 import asyncio
 import contextlib
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from dbos import DBOS
 from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from pydantic import ValidationError
 
 from workflow_comm import keys
@@ -33,10 +35,13 @@ from workflow_comm.settings import get_settings
 
 router = APIRouter(tags=["live"])
 
-# Close codes: 1000 done, 1001 server going away, 1008 fell behind, 1013 full, 4404 unknown,
-# 4401 no valid API key (keys are configured; see auth.py).
+# Close codes: 1000 done, 1001 server going away, 1008 fell behind, 1009 frame over the hard
+# cap, 1013 full, 4404 unknown, 4401 no valid API key (keys are configured; see auth.py),
+# 4422 a path or query parameter out of bounds (the WebSocket's 422).
 CLOSE_UNKNOWN_WORKFLOW = 4404
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_INVALID_PARAMETER = 4422
+CLOSE_FRAME_TOO_BIG = 1009
 
 
 class Socket:
@@ -52,6 +57,28 @@ class Socket:
 
     async def error(self, detail: Any, frame_id: Any = None) -> None:
         await self.send({"type": "error", "id": frame_id, "detail": detail})
+
+    async def close(self, code: int, reason: str = "") -> None:
+        async with self._lock:
+            await self.ws.close(code=code, reason=reason)
+
+
+async def refuse_invalid_parameters(websocket: WebSocket, exc: Exception) -> None:
+    """App handler for a WebSocket whose path or query parameters fail validation.
+
+    FastAPI would refuse the handshake, which a client sees as a bare HTTP 403, the same as
+    an auth refusal. Instead the socket is accepted, told which field is wrong in an `error`
+    frame, and closed with 4422.
+    """
+    assert isinstance(exc, WebSocketRequestValidationError)
+    await websocket.accept()
+    await _refuse_invalid(Socket(websocket), exc.errors())
+
+
+async def _refuse_invalid(socket: Socket, errors: Sequence[Any]) -> None:
+    problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in errors)
+    await socket.error(f"Invalid parameter: {problems}")
+    await socket.close(CLOSE_INVALID_PARAMETER)
 
 
 @router.websocket("/ws/workflows/{workflow_id}")
@@ -73,6 +100,9 @@ async def workflow_socket(
         # A browser cannot set headers on a WebSocket: the key may come as ?api_key=.
         identify(socket_key(websocket), query_allowed=True)
         watched = stored_id(workflow_id)
+    except RequestValidationError as exc:  # a tenant's ID too long once prefixed
+        await _refuse_invalid(socket, exc.errors())
+        return
     except HTTPException as exc:
         await socket.error(exc.detail)
         await websocket.close(code=CLOSE_UNAUTHORIZED if exc.status_code == 401 else 1008)
@@ -163,7 +193,8 @@ async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: fl
 
 async def _listen(socket: Socket, workflow_id: str) -> None:
     """Turn each client frame into a message to the workflow, acknowledged or refused."""
-    limit = get_settings().max_message_bytes
+    settings = get_settings()
+    limit, cap = settings.max_message_bytes, settings.ws_max_frame_bytes
     while True:
         message = await socket.ws.receive()
         if message["type"] == "websocket.disconnect":
@@ -172,7 +203,13 @@ async def _listen(socket: Socket, workflow_id: str) -> None:
         if text is None:
             await socket.error("Send JSON text frames, not binary.")
             continue
-        if len(text.encode()) > limit:
+        size = len(text.encode())
+        if size > cap:
+            # python server.py's transport closes such a frame with 1009 before it gets here;
+            # uvicorn's own CLI reads frames up to its --ws-max-size (16 MiB): close alike.
+            await socket.close(CLOSE_FRAME_TOO_BIG, f"Frame exceeds the limit of {cap} bytes.")
+            return
+        if size > limit:
             await socket.error(f"Frame too large: the limit is {limit} bytes.")
             continue
         try:
