@@ -371,7 +371,45 @@ def test_tenant_id_length_leaves_room_for_the_prefix(http: httpx.Client) -> None
     )
     assert ok.status_code == 200, f"{len(longest)} chars: {ok.status_code} {ok.text}"
     assert refused.status_code == 422, f"{len(too_long)} chars: {refused.status_code}"
-    assert f"at most {room}" in refused.json()["detail"], refused.text
+    assert f"at most {room}" in refused.json()["detail"][0]["msg"], refused.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/start-workflow-events/{id}/1?step_seconds=0"),
+        ("GET", "/workflows/{id}"),
+        ("GET", "/workflow-events/{id}/status?timeout=0"),
+        ("GET", "/workflow-stream/{id}/live"),
+    ],
+)
+def test_tenant_id_too_long_is_a_list_of_field_errors(
+    http: httpx.Client, method: str, path: str
+) -> None:
+    """An ID valid alone but too long with the tenant prefix gets the documented 422: a
+    list of field errors, like any out-of-bounds parameter, naming path.workflow_id."""
+    room = keys.WORKFLOW_ID_MAX_LEN - len("acme--")
+    too_long = unique_id("sec-long").ljust(room + 1, "x")
+    response = http.request(method, path.format(id=too_long), headers=bearer(ACME_KEY))
+    assert response.status_code == 422, f"{response.status_code} {response.text}"
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    detail = response.json()["detail"]
+    assert isinstance(detail, list) and len(detail) == 1, detail
+    assert detail[0]["loc"] == ["path", "workflow_id"], detail
+    assert detail[0]["type"] == "string_too_long", detail
+    assert f"at most {room} characters" in detail[0]["msg"], detail
+
+
+def test_tenant_websocket_with_an_id_too_long_is_closed_4422(secured: ServerProcess) -> None:
+    """The WebSocket's answer to the same ID: an error frame naming the field, close 4422."""
+    room = keys.WORKFLOW_ID_MAX_LEN - len("acme--")
+    too_long = unique_id("sec-long-ws").ljust(room + 1, "x")
+    with connect(ws_url(secured.base_url, too_long, ACME_KEY), open_timeout=TIMEOUT) as ws:
+        frames, code = close_code_after_frames(ws)
+    assert code == 4422, f"close code {code}, frames {frames}"
+    assert [frame["type"] for frame in frames] == ["error"], frames
+    assert frames[0]["detail"].startswith("Invalid parameter: path.workflow_id: "), frames
+    assert f"at most {room} characters" in frames[0]["detail"], frames
 
 
 def test_metrics_need_a_key_without_tenant(http: httpx.Client) -> None:

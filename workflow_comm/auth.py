@@ -22,7 +22,8 @@ database query. An owner attribute checked after each lookup could not do that: 
 unique in DBOS, so a tenant starting an ID another one holds would have to be refused.
 
 The stored ID keeps the bounds of every workflow ID (keys.WORKFLOW_ID_MAX_LEN), so a tenant
-key's IDs can be 128 - len(tenant) - 2 characters long; a longer one gets a 422. A key
+key's IDs can be 128 - len(tenant) - 2 characters long; a longer one gets the 422 of any
+out-of-bounds parameter, a list of field errors naming path.workflow_id. A key
 without a tenant is an operator's key: it sees every workflow, under its stored ID.
 
 The caller of the current request lives in a context variable set by `authorize`, which
@@ -38,6 +39,7 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
@@ -78,7 +80,16 @@ def stored_id(workflow_id: str) -> str:
     stored = f"{tenant}{TENANT_SEPARATOR}{workflow_id}"
     if len(stored) > keys.WORKFLOW_ID_MAX_LEN:
         room = keys.WORKFLOW_ID_MAX_LEN - len(tenant) - len(TENANT_SEPARATOR)
-        raise HTTPException(422, f"Workflow ID too long: at most {room} characters for this key.")
+        # The same shape as FastAPI's own 422s: every workflow ID is a path parameter.
+        error = {
+            "type": "string_too_long",
+            "loc": ("path", "workflow_id"),
+            "msg": f"Workflow ID too long: at most {room} characters for this key "
+            f"(its tenant prefix takes the rest of {keys.WORKFLOW_ID_MAX_LEN})",
+            "input": workflow_id,
+            "ctx": {"max_length": room},
+        }
+        raise RequestValidationError([error])
     return stored
 
 

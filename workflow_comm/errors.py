@@ -1,4 +1,5 @@
-"""How failures become JSON answers: 404/409 from DBOS errors, 503 when the database is away."""
+"""How failures become JSON answers: 404/409 from DBOS errors, 503 when the database is away,
+400 for a body that cannot be parsed as JSON."""
 
 import asyncio
 import logging
@@ -9,12 +10,20 @@ import psycopg
 import sqlalchemy as sa
 from dbos import error as dbos_error
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from workflow_comm.settings import get_settings
 
 logger = logging.getLogger("workflow_comm")
 T = TypeVar("T")
+UNREADABLE_BODY = "The request body cannot be parsed as JSON: "
 
 
 class DatabaseUnavailable(Exception):
@@ -37,6 +46,38 @@ async def within_db_timeout(call: Awaitable[T], extra_seconds: float = 0.0) -> T
 
 def _json(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 with the list of field errors, except for a body that is not JSON at all.
+
+    FastAPI answers a JSON syntax error with a 422 `json_invalid`, but a body that is not
+    UTF-8 (or nested too deep) with a 400: both are one answer here, a 400 with a reason.
+    """
+    assert isinstance(exc, RequestValidationError)
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            reason = err.get("ctx", {}).get("error", "invalid JSON")
+            at = err["loc"][-1] if len(err.get("loc", ())) > 1 else None
+            where = f" at character {at}" if isinstance(at, int) else ""
+            return _json(400, f"{UNREADABLE_BODY}{reason}{where}.")
+    return await request_validation_exception_handler(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer to an HTTPException, but with a reason for an unparseable body.
+
+    FastAPI raises its 400 "There was an error parsing the body" from the parser's own
+    error: UnicodeDecodeError for a body that is not UTF-8, RecursionError for nesting
+    deeper than the parser goes. The parser's words never reach the client.
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        return _json(400, f"{UNREADABLE_BODY}it is not UTF-8 text.")
+    if exc.status_code == 400 and isinstance(cause, RecursionError):
+        return _json(400, f"{UNREADABLE_BODY}it is nested too deeply.")
+    return await http_exception_handler(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -68,6 +109,8 @@ def install_error_handlers(app: FastAPI) -> None:
         psycopg.OperationalError,
     ):
         app.add_exception_handler(db_error, unavailable)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(dbos_error.DBOSNonExistentWorkflowError, not_found)
     app.add_exception_handler(dbos_error.DBOSConflictingWorkflowError, conflict)
     app.add_exception_handler(dbos_error.DBOSWorkflowIDInUseError, conflict)
