@@ -120,6 +120,23 @@ def test_unmatched_paths_share_one_label(http: httpx.Client) -> None:
     assert grew(before, after, "comm_http_requests_total", **labels) == len(paths)
 
 
+def test_body_over_the_limit_counts_under_its_route_template(http: httpx.Client) -> None:
+    """A 413 (answered before routing, by the body limit) to /send-message/<id> counts under
+    route="/send-message/{workflow_id}", declared or chunked, never under "unmatched"."""
+    workflow_id = unique_id("met-413")
+    body = json.dumps({"x": "a" * 70_000}).encode()
+    headers = {"content-type": "application/json"}
+    before = scrape(http)
+    declared = http.post(f"/send-message/{workflow_id}", content=body, headers=headers)
+    chunked = http.post(f"/send-message/{workflow_id}", content=iter([body]), headers=headers)
+    after = scrape(http)
+    assert [declared.status_code, chunked.status_code] == [413, 413], (declared, chunked)
+    route = {"method": "POST", "route": "/send-message/{workflow_id}"}
+    assert grew(before, after, "comm_http_requests_total", **route, status="413") == 2
+    unmatched = {"method": "POST", "route": "unmatched", "status": "413"}
+    assert grew(before, after, "comm_http_requests_total", **unmatched) == 0
+
+
 def test_workflows_started_and_finished_are_counted_by_kind(http: httpx.Client) -> None:
     """One workflow of each kind run to the end adds 1 to started{kind} and 1 to
     finished{kind, SUCCESS}; starting an existing ID again adds nothing."""

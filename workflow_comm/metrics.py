@@ -6,8 +6,10 @@ What is counted, and when:
 - comm_http_requests_total{method,route,status} and comm_http_request_duration_seconds
   {method,route}: every HTTP request, labelled by its route template
   ("/workflows/{workflow_id}", never the raw path, so the number of series stays bounded;
-  "unmatched" for paths no route serves). The duration runs until the response starts:
-  for a long-poll that includes its wait, for an SSE response it is the time to subscribe.
+  "unmatched" for paths no route serves; an answer given before routing, such as the body
+  limit's 413, carries the template of the route the path matches). The duration runs
+  until the response starts: for a long-poll that includes its wait, for an SSE response
+  it is the time to subscribe.
 - comm_live_connections, comm_live_watched_workflows: open SSE and WebSocket connections,
   and the workflows they watch, read from the live hub at scrape time.
 - comm_waiting_requests: event reads waiting for a value now (COMM_MAX_WAITS_PER_CLIENT
@@ -109,10 +111,23 @@ def count_finished(kind: WorkflowKind) -> Callable[[Workflow], Workflow]:
 
 
 class HttpMetrics:
-    """Count and time every HTTP request by its route template, never by its raw path."""
+    """Count and time every HTTP request by its route template, never by its raw path.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Routing leaves the matched route in the scope. An answer given before routing (the body
+    limit's 413) has none: `match_route` then names the template the path matches, if any.
+    """
+
+    def __init__(
+        self, app: ASGIApp, match_route: Callable[[Scope], str | None] | None = None
+    ) -> None:
         self.app = app
+        self.match_route = match_route
+
+    def route_template(self, scope: Scope) -> str:
+        path = getattr(scope.get("route"), "path", None)
+        if path is None and self.match_route is not None:
+            path = self.match_route(scope)
+        return path or UNMATCHED
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,8 +140,7 @@ class HttpMetrics:
         def record(status: int) -> None:
             nonlocal recorded
             recorded = True
-            # Routing has run by now and left the matched route in the scope.
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            route = self.route_template(scope)
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
             HTTP_DURATION.labels(method, route).observe(time.perf_counter() - start)
 

@@ -1,9 +1,13 @@
 """Operations: Prometheus metrics at /metrics (what they count: workflow_comm/metrics.py)."""
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
+from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.routing import Match
+from starlette.types import Scope
 
 from workflow_comm.auth import AUTH_RESPONSES, Caller, authorize
 from workflow_comm.metrics import (
@@ -42,6 +46,23 @@ async def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
+def route_matching(app: FastAPI) -> Callable[[Scope], str | None]:
+    """The template of the app's route a request path matches, as its router would pick it
+    (a full match first, else one for another method): for answers given before routing."""
+
+    def match(scope: Scope) -> str | None:
+        partial = None
+        for route in iter_route_contexts(app.routes):
+            found, _ = route.matches(scope)
+            if found is Match.FULL:
+                return route.path
+            if found is Match.PARTIAL and partial is None:
+                partial = route.path
+        return partial
+
+    return match
+
+
 def install(app: FastAPI) -> None:
     """Serve /metrics and count every request. Call last: the counting must be outermost."""
     settings = get_settings()
@@ -49,7 +70,7 @@ def install(app: FastAPI) -> None:
         return
     dependencies = [] if settings.metrics_public else [Depends(metrics_access)]
     app.include_router(router, dependencies=dependencies)
-    app.add_middleware(HttpMetrics)
+    app.add_middleware(HttpMetrics, match_route=route_matching(app))
 
     def hub_figure(name: str) -> float:
         hub = getattr(app.state, "live_hub", None)
