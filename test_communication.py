@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -525,6 +526,57 @@ def test_event_on_finished_workflow_is_404_at_once(client: httpx.Client) -> None
     assert elapsed < 2.0, f"waited {elapsed:.2f}s on a finished workflow"
 
 
+def waiting_requests(client: httpx.Client) -> float:
+    """The server's comm_waiting_requests gauge: event reads waiting right now."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("comm_waiting_requests "):
+            return float(line.split()[1])
+    raise AssertionError("no comm_waiting_requests in /metrics")
+
+
+@pytest.mark.both_backends
+def test_waiting_event_read_ends_when_the_workflow_finishes(
+    client: httpx.Client, base_url: str
+) -> None:
+    """A read waiting (timeout=60) on a key the workflow never sets is answered 404 "the
+    workflow finished (SUCCESS) without setting it" soon after the workflow ends, not after
+    its timeout. The workflow waits for an approval, so the read surely waits first."""
+    workflow_id = waiting_messaging_workflow(client)
+    url = f"{base_url}/workflow-events/{workflow_id}/never-set"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiter = pool.submit(httpx.get, url, params={"timeout": 60}, timeout=90.0)
+        wait_until(
+            lambda: waiter.done() or waiting_requests(client) >= 1,
+            timeout=30.0,
+            what="the read waiting on the server",
+        )
+        assert not waiter.done(), f"answered before the workflow finished: {waiter.result()}"
+        sent_at = time.perf_counter()
+        send(client, workflow_id, {"approved": True})
+        response = waiter.result(timeout=90.0)
+        answered_after = time.perf_counter() - sent_at
+    assert wait_finished(client, workflow_id)["status"] == "SUCCESS"
+    assert_error(
+        response,
+        404,
+        f"Event 'never-set' is not set on workflow '{workflow_id}': "
+        "the workflow finished (SUCCESS) without setting it.",
+    )
+    assert answered_after < 30.0, f"answered {answered_after:.1f}s after the approval"
+
+
+@pytest.mark.both_backends
+def test_stream_offset_past_the_end_of_an_open_stream_stays_put(client: httpx.Client) -> None:
+    """An offset past what a running workflow has written: no values, next_offset = offset
+    (the length is not reported), not closed, so a client polls there until values come."""
+    workflow_id = waiting_messaging_workflow(client)
+    page = read_stream(client, workflow_id, offset=7)
+    client.post(f"/workflows/{workflow_id}/cancel")
+    assert page["stream_values"] == [] and page["total_messages"] == 0, page
+    assert page["offset"] == 7 and page["next_offset"] == 7, page
+    assert page["has_more"] is False and page["closed"] is False, page
+
+
 # ---------------------------------------------------------------- duplicates
 
 
@@ -708,7 +760,7 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int]] = [
         "POST",
         "/send-message/{wf}",
         {"content": b"approved", "headers": {"content-type": "application/json"}},
-        422,
+        400,
     ),
     ("body-array", "POST", "/send-message/{wf}", {"json": [{"approved": True}]}, 422),
     ("body-string", "POST", "/send-message/{wf}", {"json": "approved"}, 422),
@@ -772,6 +824,29 @@ def test_bad_input_is_a_4xx_with_detail(
     response = client.request(method, url, **extra)
     assert_error(response, status)
     assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{bad", "Expecting property name enclosed in double quotes at character 1."),
+        ('{"note": "caf\u00e9"}'.encode("latin-1"), "it is not UTF-8 text."),
+        (b"[" * 20_000 + b"]" * 20_000, "it is nested too deeply."),
+    ],
+    ids=["syntax", "not-utf8", "too-deep"],
+)
+def test_unparseable_json_body_is_one_400_with_its_reason(
+    client: httpx.Client, target_workflow: str, body: bytes, reason: str
+) -> None:
+    """Whatever keeps the JSON parser from reading a body (bad syntax, not UTF-8, nesting
+    too deep) gets one answer: 400 "The request body cannot be parsed as JSON: <reason>"."""
+    response = client.post(
+        f"/send-message/{target_workflow}",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    detail = assert_error(response, 400)
+    assert detail == f"The request body cannot be parsed as JSON: {reason}", detail
 
 
 def test_bad_messages_never_reach_the_workflow(client: httpx.Client, target_workflow: str) -> None:

@@ -83,7 +83,11 @@ class StreamPage(BaseModel):
     stream_values: list[Any]
     total_messages: int = Field(description="Number of values in this response.")
     offset: int = Field(description="Offset of the first value in this response.")
-    next_offset: int = Field(description="Offset to ask for next: offset + total_messages.")
+    next_offset: int = Field(
+        description="Offset to ask for next: always offset + total_messages. An offset past "
+        "the end of the stream returns no values and next_offset = offset; the stream's "
+        "length is not reported."
+    )
     has_more: bool = Field(description="More values are already written past this page.")
     closed: bool = Field(
         description="True when this page ends the stream: it was closed, or its workflow "

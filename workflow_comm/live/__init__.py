@@ -4,4 +4,5 @@
 - database.py: the reads the live readers need beyond DBOS's public API, and Postgres wakeups.
 - feed.py: one workflow's readers (status, events, streams) and its subscribers.
 - hub.py: the registry of feeds, the connection cap and shutdown.
+- finished.py: tells waiting event reads that their workflow finished.
 """

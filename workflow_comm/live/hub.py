@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 
 from workflow_comm.live.database import EventHistory, PostgresWakeups
 from workflow_comm.live.feed import FeedConfig, Interest, Subscriber, WorkflowFeed
+from workflow_comm.live.finished import FinishWatch
 from workflow_comm.live.items import Shutdown
 from workflow_comm.settings import Settings
 
@@ -33,6 +34,8 @@ class LiveHub:
         self._wakeups = (
             None if settings.is_sqlite else PostgresWakeups(settings.system_database_url, self.wake)
         )
+        # Waiting event reads learn here that their workflow finished (routes/events.py).
+        self.finishes = FinishWatch(settings.live_status_poll_sec, settings.db_timeout_sec)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -43,6 +46,7 @@ class LiveHub:
         self.shutdown()
         if self._wakeups:
             await self._wakeups.stop()
+        await self.finishes.stop()
         self._history.close()
 
     def shutdown(self) -> None:

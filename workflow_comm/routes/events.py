@@ -1,6 +1,6 @@
 """Events: a workflow publishes key/values; clients read one key (waiting) or all of them."""
 
-import contextlib
+import asyncio
 from typing import Any
 
 from dbos import DBOS
@@ -10,6 +10,7 @@ from workflow_comm import keys
 from workflow_comm.auth import AUTH_RESPONSES, WRITE_RESPONSES, authorize, stored_id
 from workflow_comm.errors import within_db_timeout
 from workflow_comm.limits import ClientWaits
+from workflow_comm.live.hub import LiveHub
 from workflow_comm.logs import bind_workflow_id
 from workflow_comm.models import (
     ErrorPublic,
@@ -93,28 +94,60 @@ async def get_workflow_event(
 ) -> EventPublic:
     """The event's latest value, waiting up to `timeout` seconds for it to be set.
 
-    The wait is asynchronous: it holds this request only, never the server.
+    The wait is asynchronous: it holds this request only, never the server. It ends early,
+    with a 404, if the workflow finishes without setting the key.
     """
     status = await require_status(workflow_id)
     # DBOS would wait out the whole timeout on a finished workflow; it can set nothing more.
-    finished = status.status in keys.TERMINAL_STATUSES
-    wait = 0.0 if finished else timeout
-    waits: ClientWaits = request.app.state.client_waits
-    with waits.hold(request) if wait else contextlib.nullcontext():
-        value = await within_db_timeout(
-            DBOS.get_event_async(stored_id(workflow_id), event_key, timeout_seconds=wait),
-            extra_seconds=wait,
-        )
+    final: str | None = status.status if status.status in keys.TERMINAL_STATUSES else None
+    stored = stored_id(workflow_id)
+    if final is not None or timeout == 0:
+        value = await within_db_timeout(DBOS.get_event_async(stored, event_key, timeout_seconds=0))
+    else:
+        waits: ClientWaits = request.app.state.client_waits
+        with waits.hold(request):
+            value, final = await _wait_for_event(
+                request.app.state.live_hub, stored, event_key, timeout
+            )
     if value is None:
-        # None is both "timed out" and "set to null"; the full map tells them apart.
-        events = await within_db_timeout(DBOS.get_all_events_async(stored_id(workflow_id)))
+        # None is both "timed out" and "set to null"; the full map tells them apart. Read
+        # after the workflow finished, it also holds a value set just before the end.
+        events = await within_db_timeout(DBOS.get_all_events_async(stored))
         if event_key not in events:
             why = (
-                f"the workflow finished ({status.status}) without setting it"
-                if finished
+                f"the workflow finished ({final}) without setting it"
+                if final is not None
                 else f"it was not set within {timeout:g}s; retry or raise ?timeout="
             )
             raise HTTPException(
                 404, f"Event '{event_key}' is not set on workflow '{workflow_id}': {why}."
             )
+        value = events[event_key]
     return EventPublic(workflow_id=workflow_id, event_key=event_key, value=value)
+
+
+async def _wait_for_event(
+    hub: LiveHub, stored: str, event_key: str, timeout: float
+) -> tuple[Any, str | None]:
+    """(value, None) once the key is set or `timeout` has passed (value None then), or
+    (None, final status) as soon as the workflow finishes first.
+
+    DBOS's wait alone would not end when the workflow does; the hub's finish watch reads the
+    status of every waited-on workflow in one query per interval, not one per request.
+    """
+    async with hub.finishes.watch(stored) as finished:
+        read = asyncio.ensure_future(
+            within_db_timeout(
+                DBOS.get_event_async(stored, event_key, timeout_seconds=timeout),
+                extra_seconds=timeout,
+            )
+        )
+        try:
+            await asyncio.wait({read, finished}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not read.done():
+                read.cancel()  # DBOS's wait is asynchronous: cancelling it frees its waiter
+                await asyncio.gather(read, return_exceptions=True)
+        if not read.cancelled():
+            return read.result(), None
+        return None, finished.result()

@@ -78,6 +78,9 @@ async def read_workflow_stream(
         stream_values=values,
         total_messages=len(values),
         offset=offset,
+        # Always offset + what was read, so a client resumes where it asked. Past the end
+        # that is the requested offset itself: DBOS reads nothing there and no length is
+        # known without reading the stream from its start, which this route never does.
         next_offset=offset + len(values),
         has_more=has_more,
         closed=closed,
