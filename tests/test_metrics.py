@@ -129,9 +129,20 @@ def test_body_over_the_limit_counts_under_its_route_template(http: httpx.Client)
     before = scrape(http)
     declared = http.post(f"/send-message/{workflow_id}", content=body, headers=headers)
     chunked = http.post(f"/send-message/{workflow_id}", content=iter([body]), headers=headers)
-    after = scrape(http)
     assert [declared.status_code, chunked.status_code] == [413, 413], (declared, chunked)
     route = {"method": "POST", "route": "/send-message/{workflow_id}"}
+
+    # A 413 may reach the client (which then scrapes on a new connection) before the server
+    # has finished counting it: wait for both counts, then check nothing else was counted.
+    def both_counted() -> Samples | None:
+        now = scrape(http)
+        return (
+            now
+            if grew(before, now, "comm_http_requests_total", **route, status="413") >= 2
+            else None
+        )
+
+    after = wait_until(both_counted, timeout=TIMEOUT, what="both 413s counted")
     assert grew(before, after, "comm_http_requests_total", **route, status="413") == 2
     unmatched = {"method": "POST", "route": "unmatched", "status": "413"}
     assert grew(before, after, "comm_http_requests_total", **unmatched) == 0
@@ -264,7 +275,12 @@ def test_json_log_lines_name_their_workflow(server: ServerProcess, http: httpx.C
         entries = [json.loads(line) for line in log_lines(server)]
         return [e for e in entries if e["logger"] == "uvicorn.access" and path_part in e["path"]]
 
-    about = wait_until(lambda: access(workflow_id), timeout=10, what="access lines")
-    listing = access("/workflows?limit=1")
+    # Access lines reach the log file when uvicorn writes them: wait for all three requests'.
+    wait_until(
+        lambda: len(access(workflow_id)) >= 2 and access("/workflows?limit=1"),
+        timeout=TIMEOUT,
+        what="access lines",
+    )
+    about, listing = access(workflow_id), access("/workflows?limit=1")
     assert len(about) == 2 and {e.get("workflow_id") for e in about} == {workflow_id}, about
     assert listing and "workflow_id" not in listing[-1], listing

@@ -25,7 +25,10 @@ pytestmark = pytest.mark.needs_own_server
 
 TERMINAL = keys.TERMINAL_STATUSES
 N_STEPS = 10
-STEP_SECONDS = 0.3
+STEP_SECONDS = 1.0
+# The kill comes once two steps are done and before five are: at least 5 s of work remain,
+# so the events and streaming workflows are surely still running when it lands.
+DONE_BEFORE_KILL = (2, 5)
 
 
 def fibonacci_table(n: int) -> list[dict[str, int]]:
@@ -95,7 +98,11 @@ def crash(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             stream = get_json(http, f"/workflow-stream/{ids['streaming']}")["stream_values"]
             status = events_of(http, ids["messaging"]).get(keys.EVENT_STATUS)
             waiting = status == keys.STATUS_WAITING
-            if progress >= 20 and len(stream) >= 5 and waiting:
+            low, high = DONE_BEFORE_KILL
+            results = sum(1 for value in stream if value["type"] == "result")
+            if progress > high * 100 // N_STEPS or results > high:
+                raise AssertionError(f"went past mid-way before the kill: {progress}%, {results}")
+            if progress >= low * 100 // N_STEPS and results >= low and waiting:
                 return progress, stream
             return None
 
