@@ -8,6 +8,7 @@ from workflow_comm import __version__
 from workflow_comm.errors import install_error_handlers
 from workflow_comm.limits import BodySizeLimit, ClientWaits
 from workflow_comm.routes import (
+    apidocs,
     dashboard,
     events,
     health,
@@ -37,11 +38,15 @@ def create_app() -> FastAPI:
         version=__version__,
         description="Events, messaging and streaming between durable DBOS workflows and clients.",
         lifespan=lifespan,
+        # Served by routes/apidocs.py from this server, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     # live first: its fixed paths (/live) must win over the {event_key} catch-all.
     for area in (live, websocket, events, messaging, streaming, workflows, health):
         app.include_router(area.router)
     dashboard.install(app)
+    apidocs.install(app)
     install_error_handlers(app)
     # Out-of-bounds WebSocket parameters: an `error` frame and close 4422, not a bare 403.
     app.add_exception_handler(WebSocketRequestValidationError, websocket.refuse_invalid_parameters)
