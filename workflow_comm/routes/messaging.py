@@ -28,7 +28,7 @@ router = APIRouter(
     responses={
         **AUTH_RESPONSES,
         **WRITE_RESPONSES,
-        400: {"model": ErrorPublic, "description": "The body cannot be parsed (not UTF-8)"},
+        400: {"model": ErrorPublic, "description": "The body is not JSON the parser can read"},
         404: {"model": ErrorPublic, "description": "Unknown workflow"},
         413: {"model": ErrorPublic, "description": "Message body over the size limit"},
         422: {"model": ErrorPublic, "description": "A parameter or the body is invalid"},
