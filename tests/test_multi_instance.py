@@ -6,6 +6,10 @@ one dies for good, a survivor that finds its lock free twice, an interval apart,
 PENDING workflows to DBOS's recovery queue, and a survivor runs them to the end. Nobody calls
 an endpoint to make that happen.
 
+Two more instances on a database of their own, takeover off, check that resume asks the same
+lock: a workflow a live instance runs is not taken from it (409); once that instance is killed,
+another resumes it.
+
     .venv/bin/pytest tests/test_multi_instance.py -q -s   # -s prints the measured takeover time
 """
 
@@ -16,6 +20,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +38,7 @@ from tests.crash_campaign import (
 from tests.support import ServerProcess, ThrowawayPostgres, unique_id, wait_until
 from workflow_comm import keys
 from workflow_comm.settings import Settings
+from workflow_comm.takeover import executor_lock_key
 
 pytestmark = pytest.mark.needs_own_server
 
@@ -309,3 +315,156 @@ def mid_flight(http: httpx.Client, server: ServerProcess, planned: list[Planned]
         if not begun:
             return False
     return True
+
+
+# ---------------------------------------------------------------- resume and live executors
+# Two instances on a database of their own, takeover off: only an explicit resume moves a
+# workflow, so no verdict waits on a takeover scan.
+NO_TAKEOVER = {"COMM_TAKEOVER_ENABLED": "false"}
+
+
+@pytest.fixture(scope="module")
+def pair(postgres: ThrowawayPostgres | None, postgres_url: str) -> Iterator[list[ServerProcess]]:
+    """A and B, alive; a test that kills A gets a fresh pair for the tests after it."""
+    database = (
+        postgres.create_database(unique_id("resume").replace("-", "_"))
+        if postgres
+        else postgres_url
+    )
+    servers = start_all([ServerProcess(database, env=NO_TAKEOVER) for _ in range(2)])
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def long_stream(prefix: str) -> Planned:
+    """A streaming workflow that runs for about 6 s: resumed or killed long before its end."""
+    planned = plan_workflow(random.Random(), "streaming", prefix=prefix)
+    planned.n_steps, planned.step_seconds = 12, 0.5
+    return planned
+
+
+def executor_lock_free(database: str, executor: str) -> bool:
+    """True if no process holds the executor's lock (taken and released here at once)."""
+    key = executor_lock_key(executor)
+    with psycopg.connect(database, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if row and row[0]:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            return True
+    return False
+
+
+def resume(http: httpx.Client, server: ServerProcess, workflow_id: str) -> httpx.Response:
+    # A 503 (this server's own lock came back moments ago: it cannot judge yet) is retried.
+    url = f"{server.base_url}/workflows/{workflow_id}/resume"
+    return request_until_answered(http, "POST", url, deadline=60)
+
+
+def test_resume_of_own_running_workflow_is_409(pair: list[ServerProcess]) -> None:
+    """A server asked to resume a workflow it is running itself refuses with a clear 409."""
+    a, _ = pair
+    workflow_id = unique_id("resume-own")
+    with httpx.Client(timeout=30.0) as http:
+        started = http.post(
+            f"{a.base_url}/start-workflow-messaging/{workflow_id}/1",
+            params={"approval_timeout": 3600},
+        )
+        assert started.status_code == 200, started.text
+        assert status(http, a, workflow_id)["status"] == "PENDING"
+        refused = resume(http, a, workflow_id)
+        assert refused.status_code == 409, refused.text
+        detail = refused.json()["detail"]
+        assert "PENDING" in detail and "this server" in detail, detail
+        assert executor_of(a) in detail, detail
+        cancelled = http.post(f"{a.base_url}/workflows/{workflow_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+
+
+def test_resume_on_b_of_a_workflow_running_on_live_a_is_409(pair: list[ServerProcess]) -> None:
+    """B refuses to resume a workflow A runs (A holds its executor lock, takeover off or not);
+    the workflow stays on A and finishes there with its stream whole."""
+    a, b = pair
+    database = a.env["DBOS_SYSTEM_DATABASE_URL"]
+    planned = long_stream("resume-live")
+    with httpx.Client(timeout=30.0) as http:
+        started = http.post(f"{a.base_url}{planned.start_path()}", params=planned.start_params())
+        assert started.status_code == 200, started.text
+        wait_until(lambda: mid_flight(http, b, [planned]), timeout=30, what="A mid-flight")
+        assert not executor_lock_free(database, executor_of(a)), "A holds no executor lock"
+        refused = resume(http, b, planned.workflow_id)
+        assert refused.status_code == 409, refused.text
+        detail = refused.json()["detail"]
+        assert "PENDING" in detail and f"live executor '{executor_of(a)}'" in detail, detail
+        http.base_url = httpx.URL(a.base_url)
+        wait_finished(http, [planned.workflow_id], timeout=60)
+        assert status(http, a, planned.workflow_id)["executor_id"] == executor_of(a)
+        with psycopg.connect(database, autocommit=True) as db:
+            verify_workflow(http, db, planned)
+    taken = log_lines(a, f"{planned.workflow_id} is no longer owned")
+    assert not taken, f"the workflow was taken from A mid-run: {taken}"
+
+
+# Last of the pair's tests: it kills A.
+def test_resume_on_b_after_a_is_killed_finishes_there(pair: list[ServerProcess]) -> None:
+    """Once A is SIGKILLed and its lock is gone, B resumes A's workflow (200) and runs it to
+    the end: every stream entry once, in order."""
+    a, b = pair
+    database = a.env["DBOS_SYSTEM_DATABASE_URL"]
+    planned = long_stream("resume-dead")
+    with httpx.Client(timeout=30.0) as http:
+        started = http.post(f"{a.base_url}{planned.start_path()}", params=planned.start_params())
+        assert started.status_code == 200, started.text
+        wait_until(lambda: mid_flight(http, b, [planned]), timeout=30, what="A mid-flight")
+        a.kill()
+        left = status(http, b, planned.workflow_id)
+        assert (left["status"], left["executor_id"]) == ("PENDING", executor_of(a)), left
+        # Postgres drops A's lock once it has seen A's connection close.
+        wait_until(
+            lambda: executor_lock_free(database, executor_of(a)),
+            timeout=30,
+            interval=0.1,
+            what="A's executor lock to be released",
+        )
+        resumed = resume(http, b, planned.workflow_id)
+        assert resumed.status_code == 200, resumed.text
+        assert resumed.json()["status"] in {"ENQUEUED", "PENDING"}, resumed.json()
+        http.base_url = httpx.URL(b.base_url)
+        wait_finished(http, [planned.workflow_id], timeout=60)
+        assert status(http, b, planned.workflow_id)["executor_id"] == executor_of(b)
+        with psycopg.connect(database, autocommit=True) as db:
+            verify_workflow(http, db, planned)
+
+
+def test_sqlite_resume_takes_a_pending_workflow_of_a_previous_process(tmp_path: Path) -> None:
+    """SQLite is one process: a PENDING workflow of this server's own executor is a 409; one
+    left by a process with another executor ID (gone, since only one runs) is resumed."""
+    first = ServerProcess(None, workdir=tmp_path).start()
+    workflow_id = unique_id("resume-sqlite")
+    with httpx.Client(timeout=30.0) as http:
+        try:
+            started = http.post(
+                f"{first.base_url}/start-workflow-messaging/{workflow_id}/1",
+                params={"step_seconds": 0, "approval_timeout": 3600},
+            )
+            assert started.status_code == 200, started.text
+            refused = resume(http, first, workflow_id)
+            assert refused.status_code == 409 and "this server" in refused.text, refused.text
+        finally:
+            first.kill()
+        second = ServerProcess(None, workdir=tmp_path).start()
+        try:
+            left = status(http, second, workflow_id)
+            assert (left["status"], left["executor_id"]) == ("PENDING", executor_of(first)), left
+            resumed = resume(http, second, workflow_id)
+            assert resumed.status_code == 200, resumed.text
+            sent = http.post(
+                f"{second.base_url}/send-message/{workflow_id}", json={"approved": True}
+            )
+            assert sent.status_code == 200, sent.text
+            http.base_url = httpx.URL(second.base_url)
+            wait_finished(http, [workflow_id], timeout=60)
+            done = status(http, second, workflow_id)
+            assert (done["status"], done["executor_id"]) == ("SUCCESS", executor_of(second)), done
+        finally:
+            second.stop()

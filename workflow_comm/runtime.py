@@ -138,10 +138,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """
     settings = get_settings()
     configure_logging(settings)
+    # On Postgres always: the executor lock tells others this instance is alive (resume asks
+    # it); COMM_TAKEOVER_ENABLED=false only stops the scans for dead executors.
     takeover = (
-        Takeover(settings, on_database_back=recheck_waiters_after_outage)
-        if settings.takeover_enabled and not settings.is_sqlite
-        else None
+        None
+        if settings.is_sqlite
+        else Takeover(settings, on_database_back=recheck_waiters_after_outage)
     )
     if takeover is not None:
         # Before launch: DBOS recovers our own pending workflows as it launches, which must

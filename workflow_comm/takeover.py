@@ -18,6 +18,10 @@ ID waits for the handover to finish before it launches DBOS.
 Takeover time after a death: at most two intervals to decide, then up to DBOS's queue
 polling interval (1 s) until a survivor runs the workflows. Postgres only; SQLite is one
 process, so there is no one to take over.
+
+The lock is held even with takeover off (COMM_TAKEOVER_ENABLED=false stops the scans only):
+`POST /workflows/{id}/resume` asks it whether a PENDING workflow's executor is alive
+(`hold_if_gone`), and a second process with a live executor ID is still refused.
 """
 
 import asyncio
@@ -25,7 +29,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import psycopg
 from dbos import DBOS
@@ -59,8 +63,16 @@ class ExecutorLockBusy(RuntimeError):
     """Another live process holds this executor ID's lock."""
 
 
+class LivenessUnknown(RuntimeError):
+    """Our own lock came back too recently to tell whether another executor is alive."""
+
+
 class Takeover:
-    """Holds this instance's executor lock and takes over the workflows of dead executors."""
+    """Holds this instance's executor lock and takes over the workflows of dead executors.
+
+    With `settings.takeover_enabled` off it only holds the lock (no scans): others can still
+    tell that this instance is alive.
+    """
 
     def __init__(
         self,
@@ -73,6 +85,7 @@ class Takeover:
         self._executor_id = settings.resolved_executor_id
         self._version = settings.application_version
         self._interval = settings.takeover_interval_sec
+        self._scanning = settings.takeover_enabled
         self._lock_wait = settings.takeover_lock_wait_sec
         self._lock_conn: Connection | None = None
         self._scan_conn: Connection | None = None
@@ -100,10 +113,34 @@ class Takeover:
             await asyncio.sleep(RETRY_LOCK_SEC)
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._keep_own_lock(), name="takeover-own-lock"),
-            asyncio.create_task(self._scan_forever(), name="takeover-scan"),
-        ]
+        self._tasks = [asyncio.create_task(self._keep_own_lock(), name="takeover-own-lock")]
+        if self._scanning:
+            self._tasks.append(asyncio.create_task(self._scan_forever(), name="takeover-scan"))
+
+    @contextlib.asynccontextmanager
+    async def hold_if_gone(self, executor_id: str) -> AsyncIterator[bool]:
+        """True, holding `executor_id`'s lock until the block ends, if no live process holds
+        it; False if one does (this instance, for its own executor ID).
+
+        While the block runs, no survivor takes that executor over and no process restarting
+        under its ID launches DBOS: both wait for the lock. The lock is taken on a connection
+        of its own, closed at the end, which releases it. Raises LivenessUnknown right after
+        our own lock came back (a database restart drops every lock): live peers may not
+        have retaken theirs yet.
+        """
+        if executor_id == self._executor_id:
+            yield False
+            return
+        if self._held_since is None or time.monotonic() - self._held_since < self._interval:
+            raise LivenessUnknown(
+                f"this server's executor lock came back less than {self._interval:g}s ago"
+            )
+        conn = await self._connect("liveness-check")
+        try:
+            yield await _try_lock(conn, executor_lock_key(executor_id))
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
     async def stop(self) -> None:
         """Stop scanning and release our lock (call after DBOS has stopped our workflows)."""

@@ -1,7 +1,7 @@
 """Workflow status and control: see the outcome of any workflow, list, cancel, resume."""
 
-from dbos import DBOS
-from fastapi import APIRouter, Depends, HTTPException
+from dbos import DBOS, WorkflowStatus
+from fastapi import APIRouter, Depends, HTTPException, Request
 
 from workflow_comm import keys
 from workflow_comm.auth import (
@@ -25,6 +25,7 @@ from workflow_comm.models import (
 from workflow_comm.params import ListLimit, WorkflowId
 from workflow_comm.service import describe, require_status
 from workflow_comm.settings import get_settings
+from workflow_comm.takeover import LivenessUnknown, Takeover
 from workflow_comm.workflows import FUNCTION_BY_KIND, KIND_BY_FUNCTION
 
 router = APIRouter(
@@ -39,8 +40,12 @@ router = APIRouter(
     },
 )
 
-# A PENDING workflow of a live process must not be resumed: it would run twice at once.
+# Resumed whatever their executor. A PENDING workflow is resumed only if its executor is gone:
+# resuming one a live process runs would take it from that process mid-run.
 RESUMABLE = frozenset({"CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
+RESUME_APPLIES_TO = (
+    "resume applies to a cancelled workflow, or a pending one whose executor is gone."
+)
 
 
 @router.get("")
@@ -93,24 +98,73 @@ async def cancel_workflow(workflow_id: WorkflowId) -> WorkflowAction:
     "/{workflow_id}/resume",
     responses={
         **WRITE_RESPONSES,
-        409: {"model": ErrorPublic, "description": "Not in a resumable state"},
+        409: {
+            "model": ErrorPublic,
+            "description": "Not resumable: finished, or PENDING on a live executor",
+        },
     },
 )
-async def resume_workflow(workflow_id: WorkflowId) -> WorkflowAction:
-    """Resume a cancelled workflow, or hand over a PENDING one whose process is gone."""
+async def resume_workflow(workflow_id: WorkflowId, request: Request) -> WorkflowAction:
+    """Resume a cancelled workflow, or hand over a PENDING one whose process is gone.
+
+    A PENDING workflow whose executor is alive (this server or another) is a 409. On Postgres
+    "alive" means the executor's lock is held (workflow_comm/takeover.py). On SQLite, one
+    process, only this server's own executor ID is alive.
+    """
     status = await require_status(workflow_id)
-    own = status.executor_id == get_settings().resolved_executor_id
-    orphaned = status.status == "PENDING" and not own
-    if status.status not in RESUMABLE and not orphaned:
+    if status.status == "PENDING":
+        takeover: Takeover | None = request.app.state.takeover
+        await within_db_timeout(_hand_over_pending(workflow_id, status, takeover))
+    elif status.status in RESUMABLE:
+        await within_db_timeout(DBOS.resume_workflow_async(stored_id(workflow_id)))
+    else:
         raise HTTPException(
-            409,
-            f"Workflow '{workflow_id}' is {status.status}: only a cancelled workflow, or a "
-            "pending one whose executor is gone, can be resumed.",
+            409, f"Workflow '{workflow_id}' is {status.status}: {RESUME_APPLIES_TO}"
         )
-    await within_db_timeout(DBOS.resume_workflow_async(stored_id(workflow_id)))
     resumed = await require_status(workflow_id)
     return WorkflowAction(
         workflow_id=workflow_id,
         message=f"Workflow {workflow_id} resumed",
         status=resumed.status,
+    )
+
+
+async def _hand_over_pending(
+    workflow_id: str, status: WorkflowStatus, takeover: Takeover | None
+) -> None:
+    """Resume a PENDING workflow if its executor is gone; 409 if it is alive."""
+    executor = status.executor_id or ""
+    if executor == get_settings().resolved_executor_id:
+        raise _running_on(workflow_id, f"this server (executor '{executor}')")
+    if takeover is None:  # SQLite: one process, this one; any other executor ID is gone
+        await DBOS.resume_workflow_async(stored_id(workflow_id))
+        return
+    try:
+        async with takeover.hold_if_gone(executor) as gone:
+            if not gone:
+                raise _running_on(
+                    workflow_id, f"live executor '{executor}' (it holds its executor lock)"
+                )
+            # Under the lock nobody else hands this executor's workflows over; look again
+            # in case one did between the first look and the lock.
+            now = await require_status(workflow_id)
+            if now.status != "PENDING" or (now.executor_id or "") != executor:
+                raise HTTPException(
+                    409,
+                    f"Workflow '{workflow_id}' changed while being resumed: it is now "
+                    f"{now.status} on executor '{now.executor_id}'. Look again before resuming.",
+                )
+            await DBOS.resume_workflow_async(stored_id(workflow_id))
+    except LivenessUnknown as exc:
+        raise HTTPException(
+            503,
+            f"Cannot tell yet whether executor '{executor}' of workflow '{workflow_id}' is "
+            f"alive ({exc}); retry in a few seconds.",
+            headers={"Retry-After": "2"},
+        ) from None
+
+
+def _running_on(workflow_id: str, where: str) -> HTTPException:
+    return HTTPException(
+        409, f"Workflow '{workflow_id}' is PENDING, running on {where}; {RESUME_APPLIES_TO}"
     )
