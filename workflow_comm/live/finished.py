@@ -19,9 +19,8 @@ logger = logging.getLogger("workflow_comm")
 
 
 class FinishWatch:
-    def __init__(self, interval: float, query_timeout: float) -> None:
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._query_timeout = query_timeout
         self._waiters: dict[str, set[asyncio.Future[str]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -47,10 +46,6 @@ class FinishWatch:
                     del self._waiters[workflow_id]
             finished.cancel()  # no-op once it has a result
 
-    @property
-    def watched(self) -> int:
-        return len(self._waiters)
-
     async def _run(self) -> None:
         while self._waiters:
             await asyncio.sleep(self.interval)
@@ -58,11 +53,13 @@ class FinishWatch:
                 await self._check(list(self._waiters))
 
     async def _check(self, workflow_ids: list[str]) -> None:
+        # One query in flight at most, and no timeout: a query cut off would leave DBOS's
+        # thread retrying it, one more per interval while the database is away. Meanwhile
+        # the waiters wait as they would without this watch (each bounded on its own).
         try:
-            async with asyncio.timeout(self._query_timeout):
-                found = await DBOS.list_workflows_async(
-                    workflow_ids=workflow_ids, load_input=False, load_output=False
-                )
+            found = await DBOS.list_workflows_async(
+                workflow_ids=workflow_ids, load_input=False, load_output=False
+            )
         except Exception as exc:  # noqa: BLE001 - the waiters still time out as they would
             if not self._failing:
                 logger.warning("finish watch: status read failed (%s)", type(exc).__name__)

@@ -35,7 +35,7 @@ class LiveHub:
             None if settings.is_sqlite else PostgresWakeups(settings.system_database_url, self.wake)
         )
         # Waiting event reads learn here that their workflow finished (routes/events.py).
-        self.finishes = FinishWatch(settings.live_status_poll_sec, settings.db_timeout_sec)
+        self.finishes = FinishWatch(settings.live_status_poll_sec)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
