@@ -51,6 +51,7 @@ def create_app() -> FastAPI:
     # Out-of-bounds WebSocket parameters: an `error` frame and close 4422, not a bare 403.
     app.add_exception_handler(WebSocketRequestValidationError, websocket.refuse_invalid_parameters)
     settings = get_settings()
+    live.use_heartbeat(settings.sse_heartbeat_sec)
     app.state.client_waits = ClientWaits(settings.max_waits_per_client)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)
     if settings.cors_origins:

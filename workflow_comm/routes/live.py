@@ -2,13 +2,15 @@
 
 Each response replays what the client missed (from `offset` or `Last-Event-ID`), then tails
 new data from a reader shared by every subscriber of the workflow, and ends with a `closed`
-event. Idle connections get a comment line every COMM_SSE_HEARTBEAT_SEC so proxies keep them.
+event. Idle connections get a `: ping` comment every COMM_SSE_HEARTBEAT_SEC so proxies keep
+them: FastAPI's own keep-alive, set to that interval (see use_heartbeat).
 """
 
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import fastapi.routing
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
@@ -123,8 +125,18 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _ping() -> ServerSentEvent:
-    return ServerSentEvent(comment="ping")
+def use_heartbeat(seconds: float) -> None:
+    """Send `: ping` after `seconds` without data on every SSE response, and nothing else.
+
+    FastAPI (0.165) sends its own `: ping` on an EventSourceResponse after 15 s without data,
+    whatever this server is set to; its interval is the module global `_PING_INTERVAL` of
+    fastapi.routing, read on every wait. Set to the setting, it is the one heartbeat: the
+    routes below send none of their own. One interval per process (the last app created).
+    """
+    namespace = vars(fastapi.routing)
+    if not isinstance(namespace.get("_PING_INTERVAL"), int | float):
+        raise RuntimeError("fastapi.routing has no _PING_INTERVAL: the SSE heartbeat is unset")
+    namespace["_PING_INTERVAL"] = seconds
 
 
 @router.get("/workflow-stream/{workflow_id}/live", response_class=EventSourceResponse)
@@ -154,8 +166,6 @@ async def live_stream(
             yield ServerSentEvent(event="closed", raw_data=_json(closed))
         elif isinstance(item, (Overflow, Shutdown)):
             yield _cut_off(item, {"resume_offset": next_offset})
-        elif item is None:
-            yield _ping()
 
 
 @router.get("/workflow-events/{workflow_id}/live", response_class=EventSourceResponse)
@@ -182,8 +192,6 @@ async def live_events(
             )
         elif isinstance(item, (Overflow, Shutdown)):
             yield _cut_off(item, {"last_event_id": last})
-        elif item is None:
-            yield _ping()
 
 
 @router.get("/workflows/{workflow_id}/live", response_class=EventSourceResponse)
@@ -201,8 +209,6 @@ async def live_status(
             yield ServerSentEvent(event="closed", raw_data=as_seen(item.workflow, workflow_id))
         elif isinstance(item, (Overflow, Shutdown)):
             yield _cut_off(item, {})
-        elif item is None:
-            yield _ping()
 
 
 def as_seen(workflow: WorkflowPublic, workflow_id: str) -> str:
