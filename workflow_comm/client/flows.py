@@ -118,6 +118,32 @@ Op: TypeAlias = Call[Any] | Sleep | Open | Emit[Any] | _NextEvent
 Flow: TypeAlias = Generator[Op, Any, R]
 
 
+class Stepper(Generic[R]):
+    """Steps a flow for a driver: the next op, given the outcome (or error) of the last one.
+
+    A driver loops `while (op := stepper.next_op()) is not None`, performs each op, and
+    records `outcome` or `error`; `result` is the flow's return value once it has ended.
+    """
+
+    def __init__(self, flow: Flow[R]) -> None:
+        self.flow = flow
+        self.outcome: Any = None
+        self.error: BaseException | None = None
+        self.result: R | None = None
+
+    def next_op(self) -> Op | None:
+        try:
+            if self.error is not None:
+                op = self.flow.throw(self.error)
+            else:
+                op = self.flow.send(self.outcome)
+        except StopIteration as stop:
+            self.result = stop.value
+            return None
+        self.outcome, self.error = None, None
+        return op
+
+
 # ---------------------------------------------------------------------------------------------
 # Live items and feeds
 
@@ -187,19 +213,36 @@ class Feed(Generic[T]):
         """Adjust the resume position from an overflow/shutdown event (default: last id)."""
 
 
-class StreamFeed(Feed[StreamItem]):
+class _OffsetFeed(Feed[T]):
+    """A stream's live feed: resumes at the offset after the last value handed out."""
+
     def __init__(self, path: str, key: str, offset: int) -> None:
         super().__init__(path, {"key": key, "offset": offset})
 
-    def item(self, sse: ServerSentEvent) -> StreamItem:
+    def item(self, sse: ServerSentEvent) -> T:
         offset = int(sse.id)
         self.params["offset"] = offset + 1
-        return StreamItem(offset=offset, value=sse.json())
+        return self.make(offset, sse.json())
+
+    def make(self, offset: int, value: Any) -> T:
+        raise NotImplementedError
 
     def resume_hint(self, sse: ServerSentEvent) -> None:
         resume = int(json.loads(sse.data)["resume_offset"])
         self.params["offset"] = resume
         self.last_id = str(resume - 1) if resume > 0 else None
+
+
+class StreamFeed(_OffsetFeed[StreamItem]):
+    def make(self, offset: int, value: Any) -> StreamItem:
+        return StreamItem(offset=offset, value=value)
+
+
+class StreamValuesFeed(_OffsetFeed[Any]):
+    """The values alone, without their offsets."""
+
+    def make(self, offset: int, value: Any) -> Any:
+        return value
 
 
 class EventsFeed(Feed[EventChange]):
@@ -365,6 +408,10 @@ def health() -> Call[HealthPublic]:
 
 def stream_feed(workflow_id: str, key: str, offset: int) -> StreamFeed:
     return StreamFeed(f"/workflow-stream/{_wf(workflow_id)}/live", key, offset)
+
+
+def stream_values_feed(workflow_id: str, key: str, offset: int) -> StreamValuesFeed:
+    return StreamValuesFeed(f"/workflow-stream/{_wf(workflow_id)}/live", key, offset)
 
 
 def events_feed(workflow_id: str) -> EventsFeed:

@@ -1,18 +1,40 @@
 """The typed clients: `TypedWorkflowClient` (blocking) and `AsyncWorkflowClient` (asyncio).
 
 Both have the same methods, arguments and answers (the models of `workflow_comm.models`,
-`StreamItem`, `EventChange`). Each method builds a request or a flow in `flows.py`, where all
-the logic lives; the two classes here only do the I/O: send a request, sleep, read a
-server-sent-event feed. The async client's docstrings are the sync client's, copied at import.
+`StreamItem`, `EventChange`). Each method is written once, in `TypedWorkflowClient`, as the
+request, flow or feed of `flows.py` it performs (`return self._do(...)`), where all the logic
+lives; `AsyncWorkflowClient` takes every one of them through `awaiting`, with the same
+arguments, types and docstring. The two classes here only do the I/O, each its own way:
+send a request, sleep, read a server-sent-event feed.
 """
 
 import asyncio
+import functools
 import inspect
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    Mapping,
+)
 from contextlib import AsyncExitStack, ExitStack, aclosing
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import (
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Self,
+    TypeVar,
+    get_origin,
+    get_type_hints,
+    overload,
+)
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse, connect_sse
@@ -30,6 +52,7 @@ from workflow_comm.client.flows import (
     Op,
     Open,
     Sleep,
+    Stepper,
     StreamItem,
 )
 from workflow_comm.keys import STREAM_PROGRESS, TOPIC_NOTIFICATION, WorkflowKind
@@ -51,6 +74,7 @@ from workflow_comm.models import (
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
 T = TypeVar("T")
+P = ParamSpec("P")
 H = TypeVar("H", httpx.Client, httpx.AsyncClient)
 
 DEFAULT_BASE_URL = "http://localhost:8000"
@@ -212,39 +236,48 @@ class TypedWorkflowClient(_Base[httpx.Client]):
             raise _not_a_flow_op(op)
         return None
 
-    def _drive(self, flow: Flow[R], path: str = "", result: list[R] | None = None) -> Iterator[Any]:
-        """Run `flow`, yielding what it emits; its return value is appended to `result`."""
+    def _drive(self, stepper: Stepper[Any], path: str = "") -> Iterator[Any]:
+        """Run a flow, yielding what it emits (a live method's items)."""
         source = _Source(self._http)
-        outcome: Any = None
-        error: WorkflowClientError | None = None
         try:
-            while True:
-                try:
-                    op = flow.throw(error) if error is not None else flow.send(outcome)
-                except StopIteration as stop:
-                    if result is not None:
-                        result.append(stop.value)
-                    return
-                outcome, error = None, None
+            while (op := stepper.next_op()) is not None:
                 if isinstance(op, Emit):
                     yield op.item
                     continue
                 try:
-                    outcome = self._perform(op, source, path)
+                    stepper.outcome = self._perform(op, source, path)
                 except WorkflowClientError as exc:
-                    error = exc
+                    stepper.error = exc
         finally:
             source.close()
-            flow.close()
+            stepper.flow.close()
 
     def _run(self, flow: Flow[R]) -> R:
-        result: list[R] = []
-        for item in self._drive(flow, result=result):
+        stepper = Stepper(flow)
+        for item in self._drive(stepper):
             raise _not_a_flow_op(Emit(item))
-        return result[0]
+        return stepper.result  # type: ignore[return-value]  # set when the flow ended
 
     def _follow(self, feed: Feed[T]) -> Generator[T, None, None]:
-        yield from self._drive(flows.follow(feed, self._reconnects(feed)), feed.path)
+        yield from self._drive(Stepper(flows.follow(feed, self._reconnects(feed))), feed.path)
+
+    @overload
+    def _do(self, built: Call[M]) -> M: ...
+    @overload
+    def _do(self, built: Feed[T]) -> Generator[T, None, None]: ...
+    @overload
+    def _do(self, built: Flow[R]) -> R: ...
+    def _do(self, built: Call[Any] | Feed[Any] | Flow[Any]) -> Any:
+        """Perform what a method built: send a request, follow a feed, or run a flow.
+
+        Every public method is one `return self._do(...)`: `AsyncWorkflowClient` relies on it
+        (see `awaiting`).
+        """
+        if isinstance(built, Call):
+            return self._send(built)
+        if isinstance(built, Feed):
+            return self._follow(built)
+        return self._run(built)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -255,21 +288,21 @@ class TypedWorkflowClient(_Base[httpx.Client]):
 
         Raises Conflict if the ID belongs to another kind of workflow.
         """
-        return self._send(flows.start_events(workflow_id, n_steps, step_seconds))
+        return self._do(flows.start_events(workflow_id, n_steps, step_seconds))
 
     def get_workflow_event(self, workflow_id: str, key: str, timeout: float = 5) -> EventPublic:
         """The event's latest value; the server waits up to `timeout` s for it to be set.
 
         Raises NotFound if the workflow does not exist or the event is still not set.
         """
-        return self._send(flows.get_event(workflow_id, key, timeout))
+        return self._do(flows.get_event(workflow_id, key, timeout))
 
     def get_all_workflow_events(self, workflow_id: str) -> EventsPublic:
         """Every event the workflow has set (latest value of each), without waiting.
 
         Raises NotFound if the workflow does not exist.
         """
-        return self._send(flows.get_all_events(workflow_id))
+        return self._do(flows.get_all_events(workflow_id))
 
     def poll_until_complete(
         self,
@@ -284,7 +317,7 @@ class TypedWorkflowClient(_Base[httpx.Client]):
         after `timeout` seconds, NotFound for an unknown workflow. For push instead of
         polling, see `watch_events`.
         """
-        return self._run(flows.poll_until_complete(workflow_id, timeout, interval, on_progress))
+        return self._do(flows.poll_until_complete(workflow_id, timeout, interval, on_progress))
 
     # -- messaging ------------------------------------------------------------------------
 
@@ -300,7 +333,7 @@ class TypedWorkflowClient(_Base[httpx.Client]):
         Raises Conflict if the ID belongs to another kind of workflow.
         """
         call = flows.start_messaging(workflow_id, n_steps, step_seconds, approval_timeout)
-        return self._send(call)
+        return self._do(call)
 
     def send_approval(
         self,
@@ -315,7 +348,9 @@ class TypedWorkflowClient(_Base[httpx.Client]):
         workflow.
         """
         payload = flows.approval(approved, message)
-        return self.send_custom_message(workflow_id, payload, idempotency_key=idempotency_key)
+        return self._do(
+            flows.send_message(workflow_id, payload, TOPIC_NOTIFICATION, idempotency_key)
+        )
 
     def send_custom_message(
         self,
@@ -328,7 +363,7 @@ class TypedWorkflowClient(_Base[httpx.Client]):
 
         Raises PayloadTooLarge over the server's size limit, NotFound for an unknown workflow.
         """
-        return self._send(flows.send_message(workflow_id, payload, topic, idempotency_key))
+        return self._do(flows.send_message(workflow_id, payload, topic, idempotency_key))
 
     # -- streaming ------------------------------------------------------------------------
 
@@ -339,7 +374,7 @@ class TypedWorkflowClient(_Base[httpx.Client]):
 
         Raises Conflict if the ID belongs to another kind of workflow.
         """
-        return self._send(flows.start_streaming(workflow_id, n_steps, step_seconds))
+        return self._do(flows.start_streaming(workflow_id, n_steps, step_seconds))
 
     def read_stream(
         self,
@@ -352,7 +387,7 @@ class TypedWorkflowClient(_Base[httpx.Client]):
 
         Raises NotFound for an unknown workflow.
         """
-        return self._send(flows.read_stream(workflow_id, offset, limit, key))
+        return self._do(flows.read_stream(workflow_id, offset, limit, key))
 
     def read_stream_all(
         self,
@@ -365,7 +400,7 @@ class TypedWorkflowClient(_Base[httpx.Client]):
 
         Raises NotFound for an unknown workflow.
         """
-        return self._run(flows.read_stream_all(workflow_id, offset, page_size, key))
+        return self._do(flows.read_stream_all(workflow_id, offset, page_size, key))
 
     def stream_live_updates(
         self, workflow_id: str, key: str = STREAM_PROGRESS, offset: int = 0
@@ -374,8 +409,7 @@ class TypedWorkflowClient(_Base[httpx.Client]):
 
         `iter_stream` without the offsets.
         """
-        for item in self.iter_stream(workflow_id, key=key, offset=offset):
-            yield item.value
+        return self._do(flows.stream_values_feed(workflow_id, key, offset))
 
     # -- live push (server-sent events) ---------------------------------------------------
 
@@ -388,21 +422,21 @@ class TypedWorkflowClient(_Base[httpx.Client]):
         is resumed where it stopped: no value is skipped or repeated. Raises NotFound for an
         unknown workflow, StreamDisconnected when reconnecting keeps failing.
         """
-        return self._follow(flows.stream_feed(workflow_id, key, offset))
+        return self._do(flows.stream_feed(workflow_id, key, offset))
 
     def watch_events(self, workflow_id: str) -> Generator[EventChange, None, None]:
         """Every event's current value, then each change, until the workflow has finished.
 
         Reconnects and raises as `iter_stream` does.
         """
-        return self._follow(flows.events_feed(workflow_id))
+        return self._do(flows.events_feed(workflow_id))
 
     def watch_status(self, workflow_id: str) -> Generator[WorkflowPublic, None, None]:
         """The workflow's status now and on each change; the last one carries its result.
 
         Reconnects and raises as `iter_stream` does.
         """
-        return self._follow(flows.status_feed(workflow_id))
+        return self._do(flows.status_feed(workflow_id))
 
     # -- workflows ------------------------------------------------------------------------
 
@@ -411,7 +445,7 @@ class TypedWorkflowClient(_Base[httpx.Client]):
 
         Raises NotFound for an unknown workflow.
         """
-        return self._send(flows.get_workflow(workflow_id))
+        return self._do(flows.get_workflow(workflow_id))
 
     def wait_for_result(
         self, workflow_id: str, timeout: float = 60.0, interval: float = 0.2
@@ -420,7 +454,7 @@ class TypedWorkflowClient(_Base[httpx.Client]):
 
         Raises ClientTimeout after `timeout` seconds, NotFound for an unknown workflow.
         """
-        return self._run(flows.wait_for_result(workflow_id, timeout, interval))
+        return self._do(flows.wait_for_result(workflow_id, timeout, interval))
 
     def list_workflows(
         self,
@@ -429,23 +463,75 @@ class TypedWorkflowClient(_Base[httpx.Client]):
         limit: int | None = None,
     ) -> WorkflowsPublic:
         """Recent workflows, newest first, optionally filtered by status and kind."""
-        return self._send(flows.list_workflows(status, kind, limit))
+        return self._do(flows.list_workflows(status, kind, limit))
 
     def cancel_workflow(self, workflow_id: str) -> WorkflowAction:
         """Cancel an unfinished workflow; raises Conflict if it already finished."""
-        return self._send(flows.action(workflow_id, "cancel"))
+        return self._do(flows.action(workflow_id, "cancel"))
 
     def resume_workflow(self, workflow_id: str) -> WorkflowAction:
         """Resume a cancelled or failed workflow; raises Conflict if it is not resumable."""
-        return self._send(flows.action(workflow_id, "resume"))
+        return self._do(flows.action(workflow_id, "resume"))
 
     def health(self) -> HealthPublic:
         """The server's health report; `status` is "degraded" when the database is away."""
-        return self._send(flows.health())
+        return self._do(flows.health())
 
 
 # ---------------------------------------------------------------------------------------------
 # The asyncio client
+
+
+class _Recorder:
+    """Stands in for a `TypedWorkflowClient` while one of its methods runs, for `awaiting`:
+    `_do` hands back what the method built (a `Call`, `Feed` or flow) instead of doing it."""
+
+    @staticmethod
+    def _do(built: Any) -> Any:
+        return built
+
+
+_RECORDER: Any = _Recorder()
+
+
+@overload
+def awaiting(  # type: ignore[overload-overlap]  # a generator is also an R
+    method: Callable[Concatenate[TypedWorkflowClient, P], Generator[T, None, None]],
+) -> Callable[Concatenate["AsyncWorkflowClient", P], AsyncGenerator[T, None]]: ...
+@overload
+def awaiting(
+    method: Callable[Concatenate[TypedWorkflowClient, P], R],
+) -> Callable[Concatenate["AsyncWorkflowClient", P], Coroutine[Any, Any, R]]: ...
+def awaiting(method: Callable[..., Any]) -> Callable[..., Any]:
+    """`TypedWorkflowClient`'s `method`, performed by an `AsyncWorkflowClient`.
+
+    The method runs with `_Recorder` for `self` to build its request, feed or flow, which
+    the async client then performs: a coroutine for a request or a flow, an async iterator
+    for a feed. Arguments, defaults, docstring and types are the sync method's own.
+    """
+    live = get_origin(get_type_hints(method)["return"]) is Generator
+
+    def build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return method(_RECORDER, *args, **kwargs)
+
+    if live:
+
+        def follow(self: "AsyncWorkflowClient", *args: Any, **kwargs: Any) -> Any:
+            return self._follow(build(args, kwargs))
+
+        wrapper: Callable[..., Any] = follow
+    else:
+
+        async def perform(self: "AsyncWorkflowClient", *args: Any, **kwargs: Any) -> Any:
+            built = build(args, kwargs)
+            if isinstance(built, Call):
+                return await self._send(built)
+            return await self._run(built)
+
+        wrapper = perform
+    functools.update_wrapper(wrapper, method)
+    wrapper.__qualname__ = f"AsyncWorkflowClient.{method.__name__}"
+    return wrapper
 
 
 class _AsyncSource:
@@ -489,7 +575,8 @@ class _AsyncSource:
 
 
 class AsyncWorkflowClient(_Base[httpx.AsyncClient]):
-    """The same API as `TypedWorkflowClient` for asyncio: coroutines and async iterators.
+    """`TypedWorkflowClient`'s methods for asyncio: coroutines, and async iterators for the
+    live ones (`iter_stream`, `watch_events`, `watch_status`, `stream_live_updates`).
 
     Use it as an async context manager, or call `aclose()`. `api_key`, reconnection and the
     other settings work as in `TypedWorkflowClient`; extra keyword arguments go to
@@ -539,165 +626,57 @@ class AsyncWorkflowClient(_Base[httpx.AsyncClient]):
             raise _not_a_flow_op(op)
         return None
 
-    async def _drive(
-        self, flow: Flow[R], path: str = "", result: list[R] | None = None
-    ) -> AsyncGenerator[Any, None]:
-        """Run `flow`, yielding what it emits; its return value is appended to `result`."""
+    async def _drive(self, stepper: Stepper[Any], path: str = "") -> AsyncGenerator[Any, None]:
+        """Run a flow, yielding what it emits (a live method's items)."""
         source = _AsyncSource(self._http)
-        outcome: Any = None
-        error: WorkflowClientError | None = None
         try:
-            while True:
-                try:
-                    op = flow.throw(error) if error is not None else flow.send(outcome)
-                except StopIteration as stop:
-                    if result is not None:
-                        result.append(stop.value)
-                    return
-                outcome, error = None, None
+            while (op := stepper.next_op()) is not None:
                 if isinstance(op, Emit):
                     yield op.item
                     continue
                 try:
-                    outcome = await self._perform(op, source, path)
+                    stepper.outcome = await self._perform(op, source, path)
                 except WorkflowClientError as exc:
-                    error = exc
+                    stepper.error = exc
         finally:
             await source.aclose()
-            flow.close()
+            stepper.flow.close()
 
     async def _run(self, flow: Flow[R]) -> R:
-        result: list[R] = []
-        async with aclosing(self._drive(flow, result=result)) as emitted:
+        stepper = Stepper(flow)
+        async with aclosing(self._drive(stepper)) as emitted:
             async for item in emitted:
                 raise _not_a_flow_op(Emit(item))
-        return result[0]
+        return stepper.result  # type: ignore[return-value]  # set when the flow ended
 
     async def _follow(self, feed: Feed[T]) -> AsyncGenerator[T, None]:
-        flow = flows.follow(feed, self._reconnects(feed))
-        async with aclosing(self._drive(flow, feed.path)) as items:
+        stepper = Stepper(flows.follow(feed, self._reconnects(feed)))
+        async with aclosing(self._drive(stepper, feed.path)) as items:
             async for item in items:
                 yield item
 
-    # -- the same methods as TypedWorkflowClient (docstrings copied from it below) ----------
+    # -- TypedWorkflowClient's methods, each performed with asyncio ------------------------
 
-    async def start_workflow_with_events(
-        self, workflow_id: str, n_steps: int, step_seconds: float | None = None
-    ) -> EventsWorkflowStarted:
-        return await self._send(flows.start_events(workflow_id, n_steps, step_seconds))
-
-    async def get_workflow_event(
-        self, workflow_id: str, key: str, timeout: float = 5
-    ) -> EventPublic:
-        return await self._send(flows.get_event(workflow_id, key, timeout))
-
-    async def get_all_workflow_events(self, workflow_id: str) -> EventsPublic:
-        return await self._send(flows.get_all_events(workflow_id))
-
-    async def poll_until_complete(
-        self,
-        workflow_id: str,
-        timeout: float = 60.0,
-        interval: float = 0.5,
-        on_progress: Callable[[EventsPublic], None] | None = None,
-    ) -> EventsPublic:
-        flow = flows.poll_until_complete(workflow_id, timeout, interval, on_progress)
-        return await self._run(flow)
-
-    async def start_workflow_with_messaging(
-        self,
-        workflow_id: str,
-        n_steps: int,
-        step_seconds: float | None = None,
-        approval_timeout: float | None = None,
-    ) -> MessagingWorkflowStarted:
-        call = flows.start_messaging(workflow_id, n_steps, step_seconds, approval_timeout)
-        return await self._send(call)
-
-    async def send_approval(
-        self,
-        workflow_id: str,
-        approved: bool = True,
-        message: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> MessageSent:
-        payload = flows.approval(approved, message)
-        return await self.send_custom_message(workflow_id, payload, idempotency_key=idempotency_key)
-
-    async def send_custom_message(
-        self,
-        workflow_id: str,
-        payload: Mapping[str, Any],
-        topic: str = TOPIC_NOTIFICATION,
-        idempotency_key: str | None = None,
-    ) -> MessageSent:
-        return await self._send(flows.send_message(workflow_id, payload, topic, idempotency_key))
-
-    async def start_workflow_with_streaming(
-        self, workflow_id: str, n_steps: int, step_seconds: float | None = None
-    ) -> StreamingWorkflowStarted:
-        return await self._send(flows.start_streaming(workflow_id, n_steps, step_seconds))
-
-    async def read_stream(
-        self,
-        workflow_id: str,
-        offset: int = 0,
-        limit: int | None = None,
-        key: str = STREAM_PROGRESS,
-    ) -> StreamPage:
-        return await self._send(flows.read_stream(workflow_id, offset, limit, key))
-
-    async def read_stream_all(
-        self,
-        workflow_id: str,
-        offset: int = 0,
-        page_size: int | None = None,
-        key: str = STREAM_PROGRESS,
-    ) -> StreamPage:
-        return await self._run(flows.read_stream_all(workflow_id, offset, page_size, key))
-
-    async def stream_live_updates(
-        self, workflow_id: str, key: str = STREAM_PROGRESS, offset: int = 0
-    ) -> AsyncGenerator[Any, None]:
-        async with aclosing(self.iter_stream(workflow_id, key=key, offset=offset)) as items:
-            async for item in items:
-                yield item.value
-
-    def iter_stream(
-        self, workflow_id: str, key: str = STREAM_PROGRESS, offset: int = 0
-    ) -> AsyncGenerator[StreamItem, None]:
-        return self._follow(flows.stream_feed(workflow_id, key, offset))
-
-    def watch_events(self, workflow_id: str) -> AsyncGenerator[EventChange, None]:
-        return self._follow(flows.events_feed(workflow_id))
-
-    def watch_status(self, workflow_id: str) -> AsyncGenerator[WorkflowPublic, None]:
-        return self._follow(flows.status_feed(workflow_id))
-
-    async def get_workflow(self, workflow_id: str) -> WorkflowPublic:
-        return await self._send(flows.get_workflow(workflow_id))
-
-    async def wait_for_result(
-        self, workflow_id: str, timeout: float = 60.0, interval: float = 0.2
-    ) -> WorkflowPublic:
-        return await self._run(flows.wait_for_result(workflow_id, timeout, interval))
-
-    async def list_workflows(
-        self,
-        status: WorkflowStatusName | None = None,
-        kind: WorkflowKind | None = None,
-        limit: int | None = None,
-    ) -> WorkflowsPublic:
-        return await self._send(flows.list_workflows(status, kind, limit))
-
-    async def cancel_workflow(self, workflow_id: str) -> WorkflowAction:
-        return await self._send(flows.action(workflow_id, "cancel"))
-
-    async def resume_workflow(self, workflow_id: str) -> WorkflowAction:
-        return await self._send(flows.action(workflow_id, "resume"))
-
-    async def health(self) -> HealthPublic:
-        return await self._send(flows.health())
+    start_workflow_with_events = awaiting(TypedWorkflowClient.start_workflow_with_events)
+    get_workflow_event = awaiting(TypedWorkflowClient.get_workflow_event)
+    get_all_workflow_events = awaiting(TypedWorkflowClient.get_all_workflow_events)
+    poll_until_complete = awaiting(TypedWorkflowClient.poll_until_complete)
+    start_workflow_with_messaging = awaiting(TypedWorkflowClient.start_workflow_with_messaging)
+    send_approval = awaiting(TypedWorkflowClient.send_approval)
+    send_custom_message = awaiting(TypedWorkflowClient.send_custom_message)
+    start_workflow_with_streaming = awaiting(TypedWorkflowClient.start_workflow_with_streaming)
+    read_stream = awaiting(TypedWorkflowClient.read_stream)
+    read_stream_all = awaiting(TypedWorkflowClient.read_stream_all)
+    stream_live_updates = awaiting(TypedWorkflowClient.stream_live_updates)
+    iter_stream = awaiting(TypedWorkflowClient.iter_stream)
+    watch_events = awaiting(TypedWorkflowClient.watch_events)
+    watch_status = awaiting(TypedWorkflowClient.watch_status)
+    get_workflow = awaiting(TypedWorkflowClient.get_workflow)
+    wait_for_result = awaiting(TypedWorkflowClient.wait_for_result)
+    list_workflows = awaiting(TypedWorkflowClient.list_workflows)
+    cancel_workflow = awaiting(TypedWorkflowClient.cancel_workflow)
+    resume_workflow = awaiting(TypedWorkflowClient.resume_workflow)
+    health = awaiting(TypedWorkflowClient.health)
 
 
 def public_methods(cls: type) -> dict[str, Any]:
@@ -707,14 +686,3 @@ def public_methods(cls: type) -> dict[str, Any]:
         for name, member in vars(cls).items()
         if not name.startswith("_") and inspect.isfunction(member)
     }
-
-
-def _copy_docs(target: type, source: type) -> None:
-    """Give `target`'s public methods the docstrings of `source`'s (one text for both)."""
-    docs = public_methods(source)
-    for name, method in public_methods(target).items():
-        if method.__doc__ is None and name in docs:
-            method.__doc__ = docs[name].__doc__
-
-
-_copy_docs(AsyncWorkflowClient, TypedWorkflowClient)
