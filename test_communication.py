@@ -611,13 +611,19 @@ def test_same_id_same_kind_returns_the_existing_workflow(client: httpx.Client, k
 
 
 @pytest.mark.both_backends
-@pytest.mark.parametrize(("first", "second"), [("events", "messaging"), ("messaging", "streaming")])
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("events", "messaging"), ("messaging", "streaming"), ("streaming", "events")],
+)
 def test_same_id_other_kind_is_409(client: httpx.Client, first: str, second: str) -> None:
     """An ID already used by another kind of workflow: 409, and the original is untouched."""
     workflow_id = unique_id("conflict")
     start(client, first, workflow_id, 1, step_seconds=0)
     response = client.post(f"/start-workflow-{second}/{workflow_id}/1?step_seconds=0")
     assert_error(response, 409, workflow_id)
+    named = {"events": "an events", "messaging": "a messaging", "streaming": "a streaming"}
+    assert f"already exists as {named[first]} workflow" in response.text, response.text
+    assert f"to start {named[second]} workflow" in response.text, response.text
     assert get_workflow(client, workflow_id)["kind"] == first
     client.post(f"/workflows/{workflow_id}/cancel")
 

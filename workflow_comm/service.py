@@ -54,10 +54,16 @@ async def start_once(
         if existing_kind != kind:
             raise HTTPException(
                 409,
-                f"Workflow '{workflow_id}' already exists as a {existing_kind or existing.name} "
-                f"workflow; choose another ID to start a {kind} workflow.",
+                f"Workflow '{workflow_id}' already exists as "
+                f"{with_article(existing_kind or existing.name)} workflow; choose another ID "
+                f"to start {with_article(kind)} workflow.",
             ) from None
         return False, list(existing.input["args"]) if existing.input else list(args)
+
+
+def with_article(word: str) -> str:
+    """ "an events", "a messaging": the indefinite article a word takes, then the word."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 def describe(status: WorkflowStatus) -> WorkflowPublic:
