@@ -824,7 +824,7 @@ def check_start_does_not_wait_for_the_workflow(client: httpx.Client, base_url: s
                 )
             )
             assert answer.status_code == 200, answer.text
-            assert elapsed < AT_ONCE, f"starting a {kind} workflow took {elapsed:.3f}s"
+            assert elapsed < AT_ONCE, f"starting the {kind} workflow took {elapsed:.3f}s"
             status = client.get(f"/workflows/{wf}").json()["status"]
             assert status in ("PENDING", "ENQUEUED"), f"{kind} workflow already {status}"
     finally:
