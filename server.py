@@ -8,7 +8,6 @@ Set DBOS_SYSTEM_DATABASE_URL=postgresql://... to use Postgres (LISTEN/NOTIFY) in
 """
 
 import argparse
-import os
 import socket
 from types import FrameType
 
@@ -17,7 +16,7 @@ from fastapi import FastAPI
 
 from workflow_comm.app import create_app
 from workflow_comm.logs import configure_logging
-from workflow_comm.settings import get_settings
+from workflow_comm.settings import Settings
 
 
 class Server(uvicorn.Server):
@@ -40,17 +39,17 @@ class Server(uvicorn.Server):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--host", default=os.environ.get("COMM_HOST", "0.0.0.0"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("COMM_PORT", "8000")))
+    parser.add_argument("--host", help="address to listen on (COMM_HOST; default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (COMM_PORT; default 8000)")
     args = parser.parse_args()
-    # The settings read these too: the default executor ID is derived from the port.
-    os.environ["COMM_HOST"], os.environ["COMM_PORT"] = args.host, str(args.port)
-    application = create_app()
-    settings = get_settings()
+    # Given arguments win over the environment; the default executor ID follows the port.
+    given = {name: value for name, value in vars(args).items() if value is not None}
+    settings = Settings(**given)
+    application = create_app(settings)
     config = uvicorn.Config(
         application,
-        host=args.host,
-        port=args.port,
+        host=settings.host,
+        port=settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
         # Frames over the message bound but under this cap get an `error` frame and the socket

@@ -20,7 +20,7 @@ from dbos import DBOS, SetWorkflowID
 from bench import scenarios
 from bench.workflows import bench_event_ticks, bench_stream_ticks
 from workflow_comm.runtime import dbos_config
-from workflow_comm.settings import get_settings
+from workflow_comm.settings import Settings
 from workflow_comm.workflows import workflow_with_events, workflow_with_messaging
 
 
@@ -68,7 +68,7 @@ class DBOSTransport:
 
 async def run(plan: dict[str, Any]) -> dict[str, Any]:
     # Launched on the loop's thread, as the server's lifespan does.
-    DBOS(config=dbos_config(get_settings()))
+    DBOS(config=dbos_config(Settings()))
     DBOS.launch()
     transport = DBOSTransport()
     try:

@@ -1,12 +1,25 @@
-"""The FastAPI application: routers, error handlers, body limit and the DBOS lifespan."""
+"""The FastAPI application: routers, error handlers, body limit and the DBOS lifespan.
 
-from fastapi import FastAPI
+app = create_app()                       # settings from the environment
+app = create_app(Settings(port=9000))    # or given
+"""
+
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import WebSocketRequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
 from workflow_comm import __version__
-from workflow_comm.errors import install_error_handlers
+from workflow_comm.auth import KeyRing, authorize, authorize_live
+from workflow_comm.errors import (
+    NO_DATABASE,
+    OUT_OF_BOUNDS,
+    UNAUTHORIZED,
+    UNKNOWN_WORKFLOW,
+    error_responses,
+    install_error_handlers,
+)
 from workflow_comm.limits import BodySizeLimit, ClientWaits
+from workflow_comm.logs import bind_workflow_id
 from workflow_comm.routes import (
     apidocs,
     dashboard,
@@ -20,7 +33,7 @@ from workflow_comm.routes import (
     workflows,
 )
 from workflow_comm.runtime import lifespan
-from workflow_comm.settings import get_settings
+from workflow_comm.settings import Settings
 
 # What a browser page may send: the API key, JSON, and the resume point of a live stream.
 CORS_REQUEST_HEADERS = [
@@ -32,7 +45,9 @@ CORS_REQUEST_HEADERS = [
 ]
 
 
-def create_app() -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The server's app, with `settings` (read from the environment if not given)."""
+    settings = settings or Settings()
     app = FastAPI(
         title="DBOS Workflow Communication",
         version=__version__,
@@ -42,15 +57,34 @@ def create_app() -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    # live first: its fixed paths (/live) must win over the {event_key} catch-all.
-    for area in (live, websocket, events, messaging, streaming, workflows, health):
-        app.include_router(area.router)
+    # Every route about one workflow: its ID in the log lines, the caller's key checked, and
+    # the same error answers.
+    errors = {401: UNAUTHORIZED, 404: UNKNOWN_WORKFLOW, 422: OUT_OF_BOUNDS, 503: NO_DATABASE}
+    # live first: its fixed paths (/live) must win over the {event_key} catch-all. It takes
+    # the key from ?api_key= too (EventSource cannot send headers), and may answer 503 when
+    # the server is at its live-connection limit.
+    app.include_router(
+        live.router,
+        dependencies=[Depends(bind_workflow_id), Depends(authorize_live)],
+        responses=error_responses(
+            {**errors, 503: "Too many live connections, or no database"}, sse=True
+        ),
+    )
+    app.include_router(websocket.router)  # authorizes in its handler, with close codes
+    for area in (events, messaging, streaming, workflows):
+        app.include_router(
+            area.router,
+            dependencies=[Depends(bind_workflow_id), Depends(authorize)],
+            responses=error_responses(errors),
+        )
+    app.include_router(health.router)
     dashboard.install(app)
     apidocs.install(app)
     install_error_handlers(app)
     # Out-of-bounds WebSocket parameters: an `error` frame and close 4422, not a bare 403.
     app.add_exception_handler(WebSocketRequestValidationError, websocket.refuse_invalid_parameters)
-    settings = get_settings()
+    app.state.settings = settings
+    app.state.key_ring = KeyRing(settings.api_keys)
     live.use_heartbeat(settings.sse_heartbeat_sec)
     app.state.client_waits = ClientWaits(settings.max_waits_per_client)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)

@@ -35,8 +35,7 @@ import hashlib
 import hmac
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,8 +43,7 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredent
 from starlette.requests import HTTPConnection
 
 from workflow_comm import keys
-from workflow_comm.models import ErrorPublic
-from workflow_comm.settings import get_settings
+from workflow_comm.settings import ApiKey
 
 TENANT_SEPARATOR = "--"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -111,12 +109,14 @@ def _digest(key: str) -> bytes:
 
 
 class KeyRing:
-    """The configured keys, as digests, and who each one makes the caller."""
+    """The configured keys, as digests, and who each one makes the caller.
 
-    def __init__(self) -> None:
+    One per app, made from its settings by create_app and kept on `app.state.key_ring`.
+    """
+
+    def __init__(self, api_keys: tuple[ApiKey, ...]) -> None:
         self._entries = [
-            (_digest(k.secret.get_secret_value()), Caller(k.role, k.tenant))
-            for k in get_settings().api_keys
+            (_digest(k.secret.get_secret_value()), Caller(k.role, k.tenant)) for k in api_keys
         ]
 
     @property
@@ -132,18 +132,15 @@ class KeyRing:
         return found
 
 
-@lru_cache
-def key_ring() -> KeyRing:
-    return KeyRing()
-
-
 def unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="workflows"'})
 
 
-def identify(presented: str | None, *, query_allowed: bool = False) -> Caller:
+def identify(
+    connection: HTTPConnection, presented: str | None, *, query_allowed: bool = False
+) -> Caller:
     """The caller a key makes, remembered for this request; 401 if missing or unknown."""
-    ring = key_ring()
+    ring: KeyRing = connection.app.state.key_ring
     if not ring.enabled:
         return OPEN
     if not presented:
@@ -181,7 +178,7 @@ QueryKey = Annotated[str | None, Depends(_query)]
 async def authorize(request: Request, bearer: Bearer, header_key: HeaderKey) -> Caller:
     """Router dependency: who calls (401 if unknown); writes need a write key (403)."""
     try:
-        caller = identify(bearer.credentials if bearer else header_key)
+        caller = identify(request, bearer.credentials if bearer else header_key)
     except HTTPException as exc:
         if QUERY_KEY in request.query_params:
             exc.detail = f"{exc.detail} ?{QUERY_KEY}= is taken by the live endpoints only."
@@ -195,9 +192,8 @@ async def authorize_live(
     request: Request, bearer: Bearer, header_key: HeaderKey, query_key: QueryKey
 ) -> Caller:
     """authorize, also taking the key from `?api_key=`, for the SSE endpoints."""
-    caller = identify(
-        (bearer.credentials if bearer else None) or header_key or query_key, query_allowed=True
-    )
+    presented = (bearer.credentials if bearer else None) or header_key or query_key
+    caller = identify(request, presented, query_allowed=True)
     if request.method not in READ_METHODS:
         require_write(caller)
     return caller
@@ -209,11 +205,3 @@ def socket_key(connection: HTTPConnection) -> str | None:
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
     return connection.headers.get("x-api-key") or connection.query_params.get(QUERY_KEY)
-
-
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorPublic, "description": "API keys are configured; none or a wrong one"},
-}
-WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    403: {"model": ErrorPublic, "description": "The API key may only read"},
-}

@@ -3,8 +3,8 @@
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -19,15 +19,48 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from workflow_comm.settings import get_settings
+from workflow_comm.models import ErrorPublic
 
 logger = logging.getLogger("workflow_comm")
 T = TypeVar("T")
 UNREADABLE_BODY = "The request body cannot be parsed as JSON: "
 
+# What each error answer means, for the OpenAPI description (error_responses).
+UNAUTHORIZED = "API keys are configured; none or a wrong one"
+READ_ONLY_KEY = "The API key may only read"
+UNKNOWN_WORKFLOW = "Unknown workflow"
+ID_TAKEN = "ID used by another kind"
+OUT_OF_BOUNDS = "A parameter is out of bounds"
+NO_DATABASE = "The database is unavailable"
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def error_responses(descriptions: Mapping[int, str], *, sse: bool = False) -> Responses:
+    """OpenAPI `responses` for error answers: status -> description, each body ErrorPublic.
+
+    `sse=True` for a server-sent-event route, where FastAPI would file a model under
+    text/event-stream: the JSON content is spelled out instead.
+    """
+    if not sse:
+        return {code: {"model": ErrorPublic, "description": d} for code, d in descriptions.items()}
+    schema = {"$ref": f"#/components/schemas/{ErrorPublic.__name__}"}
+    content = {"application/json": {"schema": schema}}
+    return {code: {"description": d, "content": content} for code, d in descriptions.items()}
+
 
 class DatabaseUnavailable(Exception):
     """The system database did not answer in time; the request can be retried."""
+
+
+# Seconds a request waits on a DBOS call before answering 503 (COMM_DB_TIMEOUT_SEC). One per
+# process, like DBOS itself: set by the lifespan that launches DBOS (runtime.lifespan).
+_db_timeout_sec = 10.0
+
+
+def set_db_timeout(seconds: float) -> None:
+    global _db_timeout_sec
+    _db_timeout_sec = seconds
 
 
 async def within_db_timeout(call: Awaitable[T], extra_seconds: float = 0.0) -> T:
@@ -36,7 +69,7 @@ async def within_db_timeout(call: Awaitable[T], extra_seconds: float = 0.0) -> T
     DBOS retries a lost database connection forever; without this bound a request would
     hang for the whole outage. `extra_seconds` adds the time a call is meant to wait.
     """
-    timeout = get_settings().db_timeout_sec + extra_seconds
+    timeout = _db_timeout_sec + extra_seconds
     try:
         async with asyncio.timeout(timeout):
             return await call
@@ -44,7 +77,7 @@ async def within_db_timeout(call: Awaitable[T], extra_seconds: float = 0.0) -> T
         raise DatabaseUnavailable(f"no answer within {timeout:.1f}s") from exc
 
 
-def _json(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error_answer(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
 
 
@@ -60,7 +93,7 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
             reason = err.get("ctx", {}).get("error", "invalid JSON")
             at = err["loc"][-1] if len(err.get("loc", ())) > 1 else None
             where = f" at character {at}" if isinstance(at, int) else ""
-            return _json(400, f"{UNREADABLE_BODY}{reason}{where}.")
+            return _error_answer(400, f"{UNREADABLE_BODY}{reason}{where}.")
     return await request_validation_exception_handler(request, exc)
 
 
@@ -74,9 +107,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     cause = exc.__cause__
     if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
-        return _json(400, f"{UNREADABLE_BODY}it is not UTF-8 text.")
+        return _error_answer(400, f"{UNREADABLE_BODY}it is not UTF-8 text.")
     if exc.status_code == 400 and isinstance(cause, RecursionError):
-        return _json(400, f"{UNREADABLE_BODY}it is nested too deeply.")
+        return _error_answer(400, f"{UNREADABLE_BODY}it is nested too deeply.")
     return await http_exception_handler(request, exc)
 
 
@@ -88,18 +121,20 @@ def install_error_handlers(app: FastAPI) -> None:
             request.url.path,
             type(exc).__name__,
         )
-        return _json(503, "The database is unavailable; retry shortly.", {"Retry-After": "2"})
+        return _error_answer(
+            503, "The database is unavailable; retry shortly.", {"Retry-After": "2"}
+        )
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return _json(404, "Workflow does not exist.")
+        return _error_answer(404, "Workflow does not exist.")
 
     async def conflict(request: Request, exc: Exception) -> JSONResponse:
-        return _json(409, "The workflow ID is used by a different kind of workflow.")
+        return _error_answer(409, "The workflow ID is used by a different kind of workflow.")
 
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         # Logged with its trace for the operator; the client never sees internals.
         logger.exception("unhandled error during %s %s", request.method, request.url.path)
-        return _json(500, "Internal server error.")
+        return _error_answer(500, "Internal server error.")
 
     for db_error in (
         DatabaseUnavailable,

@@ -1,22 +1,18 @@
-"""DBOS lifecycle: its configuration, launch and shutdown, and a cheap database probe."""
+"""DBOS lifecycle: its configuration, launch and shutdown, with the live hub and takeover."""
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, cast
 
-import psycopg
-import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer
-from dbos._dbos import _get_dbos_instance
 from fastapi import FastAPI
 
+from workflow_comm.dbos_internals import recheck_waiters, wait_out_refused_connections
+from workflow_comm.errors import set_db_timeout
 from workflow_comm.live.hub import LiveHub
 from workflow_comm.logs import configure_logging
-from workflow_comm.settings import APP_NAME, Settings, get_settings
+from workflow_comm.settings import APP_NAME, Settings
 from workflow_comm.takeover import Takeover
 
 logger = logging.getLogger("workflow_comm")
@@ -46,29 +42,6 @@ def dbos_config(settings: Settings) -> DBOSConfig:
     return config
 
 
-def wait_out_refused_connections() -> None:
-    """Make a workflow wait for the database when it refuses connections, not die.
-
-    DBOS retries a workflow's database calls until the database is back, but dbos 3.4.0 spots
-    a failed connection attempt by psycopg's words "connection failed". An attempt refused at
-    once (the socket file is gone or the local port closed while Postgres restarts) reads
-    "connection is bad", escapes, and kills the workflow's coroutine, leaving the workflow
-    PENDING until the process restarts. Marked as a lost connection, DBOS waits it out.
-    Outside workflows (requests) the error still surfaces at once, as a 503.
-    """
-    if not sa.event.contains(sa.engine.Engine, "handle_error", _refused_in_workflow):
-        sa.event.listen(sa.engine.Engine, "handle_error", _refused_in_workflow)
-
-
-def _refused_in_workflow(context: sa.engine.ExceptionContext) -> None:
-    if (
-        context.connection is None  # failed while connecting
-        and isinstance(context.original_exception, psycopg.OperationalError)
-        and DBOS.workflow_id is not None
-    ):
-        context.is_disconnect = True
-
-
 async def recheck_waiters_after_outage() -> None:
     """Find the messages and events that waiting workflows and requests missed in an outage.
 
@@ -82,51 +55,7 @@ async def recheck_waiters_after_outage() -> None:
     for at in RECHECK_AFTER_OUTAGE_SEC:
         await asyncio.sleep(at - waited)
         waited = at
-        await asyncio.to_thread(_recheck_waiters)
-
-
-def _recheck_waiters() -> None:
-    # Private API of dbos 3.4.0 (pinned): the waiter registries its polling listener walks.
-    sys_db = _get_dbos_instance()._sys_db
-    for _, (workflow_id, topic, _), signal in sys_db.notifications_map.snapshot():
-        sys_db.recv_check(workflow_id, topic, cast(Any, signal))  # sets each waiter's event
-    for _, (workflow_id, key, _), signal in sys_db.workflow_events_map.snapshot():
-        sys_db.get_event_check(workflow_id, key, cast(Any, signal))
-
-
-class DatabaseProbe:
-    """Answers "does the database answer?" in bounded time, apart from DBOS's retrying calls."""
-
-    def __init__(self, settings: Settings) -> None:
-        connect_args = {} if settings.is_sqlite else {"connect_timeout": 2}
-        self._engine = sa.create_engine(
-            settings.sqlalchemy_url,
-            pool_size=1,
-            max_overflow=1,
-            pool_pre_ping=True,
-            connect_args=connect_args,
-        )
-        # Threads of its own: on the default executor (DBOS's pool) a probe would queue behind
-        # DBOS's work under load, and a busy server would look like a dead database.
-        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="health-probe")
-
-    def _ping(self) -> None:
-        with self._engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-
-    async def latency_ms(self, timeout: float = 2.0) -> float | None:
-        """Round-trip time of `SELECT 1`, or None if the database did not answer in time."""
-        start = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.get_running_loop().run_in_executor(self._threads, self._ping)
-        except (TimeoutError, sa.exc.SQLAlchemyError):
-            return None
-        return (time.perf_counter() - start) * 1000
-
-    def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
-        self._engine.dispose()
+        await asyncio.to_thread(recheck_waiters)
 
 
 @asynccontextmanager
@@ -136,8 +65,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     DBOS.launch() is called on the event loop's thread on purpose: DBOS then runs
     recovered async workflows on this loop. It runs before the server takes requests.
     """
-    settings = get_settings()
+    settings: Settings = app.state.settings
     configure_logging(settings)
+    set_db_timeout(settings.db_timeout_sec)
     # On Postgres always: the executor lock tells others this instance is alive (resume asks
     # it); COMM_TAKEOVER_ENABLED=false only stops the scans for dead executors.
     takeover = (
@@ -155,9 +85,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.takeover = takeover
     if takeover is not None:
         takeover.start()
-    app.state.settings = settings
-    app.state.started_at = time.monotonic()
-    app.state.db_probe = DatabaseProbe(settings)
     app.state.live_hub = LiveHub(settings)
     app.state.live_hub.start()
     logger.info(
@@ -169,7 +96,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await app.state.live_hub.stop()
-        app.state.db_probe.close()
         DBOS.destroy(workflow_completion_timeout_sec=0)
         if takeover is not None:
             await takeover.stop()  # last: our lock says "alive" while our workflows may run

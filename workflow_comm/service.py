@@ -2,13 +2,14 @@
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID, WorkflowStatus
 from dbos import error as dbos_error
 from fastapi import HTTPException
 
-from workflow_comm.auth import public_id, stored_id
+from workflow_comm.auth import stored_id
 from workflow_comm.errors import within_db_timeout
 from workflow_comm.keys import WorkflowKind
 from workflow_comm.metrics import WORKFLOWS_STARTED
@@ -29,13 +30,38 @@ async def require_status(workflow_id: str) -> WorkflowStatus:
     return status
 
 
+@dataclass(frozen=True)
+class Started:
+    """What a start did: whether it created the workflow, and the arguments it runs with."""
+
+    workflow_id: str
+    kind: WorkflowKind
+    created: bool
+    args: list[Any]
+
+    def answer(self, started_message: str) -> dict[str, Any]:
+        """The fields of every start's answer (models.StartedWorkflow)."""
+        wf = self.workflow_id
+        return {
+            "workflow_id": wf,
+            "kind": self.kind,
+            "created": self.created,
+            "message": (
+                started_message
+                if self.created
+                else f"Workflow {wf} already exists; returning it unchanged"
+            ),
+            "status_endpoint": f"/workflows/{wf}",
+        }
+
+
 async def start_once(
     kind: WorkflowKind,
     workflow: Callable[..., Coroutine[Any, Any, Any]],
     workflow_id: str,
     *args: Any,
-) -> tuple[bool, list[Any]]:
-    """Start `workflow` under `workflow_id`: (created, the arguments the workflow runs with).
+) -> Started:
+    """Start `workflow` under `workflow_id` (with `args`), or find the one started before.
 
     created is False if one of the same kind already has the ID; a repeat's arguments are
     ignored, as the existing workflow goes on as it was started, so its own are returned.
@@ -47,7 +73,7 @@ async def start_once(
             # never run. It completes; the client got a 503, retries, and finds it running.
             await within_db_timeout(asyncio.shield(DBOS.start_workflow_async(workflow, *args)))
         WORKFLOWS_STARTED.labels(kind).inc()
-        return True, list(args)
+        return Started(workflow_id, kind, True, list(args))
     except dbos_error.DBOSWorkflowIDInUseError:
         existing = await require_status(workflow_id)
         existing_kind = KIND_BY_FUNCTION.get(existing.name)
@@ -58,7 +84,8 @@ async def start_once(
                 f"{with_article(existing_kind or existing.name)} workflow; choose another ID "
                 f"to start {with_article(kind)} workflow.",
             ) from None
-        return False, list(existing.input["args"]) if existing.input else list(args)
+        runs_with = list(existing.input["args"]) if existing.input else list(args)
+        return Started(workflow_id, kind, False, runs_with)
 
 
 def with_article(word: str) -> str:
@@ -66,10 +93,11 @@ def with_article(word: str) -> str:
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
-def describe(status: WorkflowStatus) -> WorkflowPublic:
+def describe(status: WorkflowStatus, workflow_id: str) -> WorkflowPublic:
+    """The workflow as clients see it, under `workflow_id`: the ID its reader knows it by."""
     error = status.error
     return WorkflowPublic(
-        workflow_id=public_id(status.workflow_id),
+        workflow_id=workflow_id,
         kind=KIND_BY_FUNCTION.get(status.name),
         status=status.status,
         name=status.name,

@@ -1,12 +1,17 @@
-"""Server settings, read once from the environment (and an optional `.env` file)."""
+"""Server settings: read from the environment (and an optional `.env` file) by `Settings()`.
+
+One `Settings` object per app: `create_app(settings)` keeps it on `app.state.settings`; routes
+take it as a `SettingsDep` parameter, the lifespan and installers from `app.state`.
+"""
 
 import re
 import socket
-from functools import lru_cache
 from typing import Annotated, Literal
 
+from fastapi import Depends
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from starlette.requests import HTTPConnection
 
 from workflow_comm import __version__
 from workflow_comm.keys import MESSAGE_MAX_BYTES_DEFAULT
@@ -177,6 +182,10 @@ class Settings(BaseSettings):
         return self.executor_id or f"{socket.gethostname()}-{self.port}"
 
 
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
+def app_settings(connection: HTTPConnection) -> Settings:
+    """Dependency: the settings of the app serving this request or WebSocket."""
+    settings: Settings = connection.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]

@@ -32,22 +32,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import psycopg
-from dbos import DBOS
 from psycopg.rows import TupleRow
 
+from workflow_comm.dbos_internals import PENDING_EXECUTORS_SQL, recover_pending_workflows
 from workflow_comm.settings import APP_NAME, Settings
 
 logger = logging.getLogger("workflow_comm")
 Connection = psycopg.AsyncConnection[TupleRow]
 
-# Executors that own PENDING workflows of this application and version: the rows DBOS's own
-# recovery (get_pending_workflows in dbos 3.4.0, pinned in pyproject.toml) would pick up.
-# Only the small set of PENDING rows is read (partial index idx_workflow_status_pending).
-PENDING_EXECUTORS = """
-SELECT DISTINCT executor_id FROM dbos.workflow_status
-WHERE status = 'PENDING' AND application_version = %(version)s AND executor_id <> %(self)s
-  AND (application_name = %(app)s OR application_name IS NULL)
-"""
 RETRY_LOCK_SEC = 0.2
 CONNECT_TIMEOUT_SEC = 5
 KEEPALIVE_IDLE_SEC, KEEPALIVE_INTERVAL_SEC, KEEPALIVE_COUNT = 10, 5, 3
@@ -234,7 +226,7 @@ class Takeover:
             self._scan_conn = await self._connect("takeover-scan")
         conn = self._scan_conn
         query = {"version": self._version, "self": self._executor_id, "app": APP_NAME}
-        cursor = await conn.execute(PENDING_EXECUTORS, query)
+        cursor = await conn.execute(PENDING_EXECUTORS_SQL, query)
         executors = [row[0] for row in await cursor.fetchall() if row[0]]
         self._suspects = {e: t for e, t in self._suspects.items() if e in executors}
         taken: list[str] = []
@@ -262,14 +254,8 @@ class Takeover:
 
     async def _take_over(self, executor: str) -> None:
         started = time.monotonic()
-        # DBOS._recover_pending_workflows is private API, checked against dbos 3.4.0 (pinned):
-        # it moves the executor's PENDING workflows of our version to DBOS's internal queue
-        # only while they still name that executor (so a repeat, or the owner restarting,
-        # recovers nothing twice), and any live instance's queue worker then runs each one,
-        # skipping the steps, events and stream writes already checkpointed.
-        # resume_workflow_async would not check the executor: it could re-run a workflow a
-        # restarted owner is running. It is a blocking call, hence the thread.
-        handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [executor])
+        # DBOS's own recovery, for that executor only (see dbos_internals); blocking.
+        handles = await asyncio.to_thread(recover_pending_workflows, executor)
         logger.warning(
             "took over %d pending workflows of dead executor %s in %.0f ms",
             len(handles),

@@ -1,12 +1,11 @@
 """Reads the live readers need beyond DBOS's public API, and Postgres wakeups.
 
 DBOS keeps every set_event in `workflow_events_history` (its public API shows only the latest
-value); reading it lets a watcher see each change, not just where a key ended up. The table
-layout is that of dbos==3.4.0, which pyproject.toml pins.
+value); reading it lets a watcher see each change, not just where a key ended up. The table's
+layout and DBOS's channels are in dbos_internals.py.
 """
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -14,29 +13,22 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
+from workflow_comm.dbos_internals import (
+    NOTIFY_CHANNELS,
+    decode_value,
+    events_history_query,
+    notified_workflow,
+)
 from workflow_comm.settings import Settings
 
 logger = logging.getLogger("workflow_comm")
-
-# The channels DBOS NOTIFYs on after writing an event, a stream value or a message;
-# the payload is "<workflow id>::<key or topic>".
-DBOS_CHANNELS = (
-    "dbos_workflow_events_channel",
-    "dbos_streams_channel",
-    "dbos_notifications_channel",
-)
-PORTABLE_JSON = "portable_json"
 
 
 class EventHistory:
     """Reads a workflow's event changes after a given version, oldest first."""
 
     def __init__(self, settings: Settings) -> None:
-        schema = "" if settings.is_sqlite else "dbos."
-        self._query = sa.text(
-            f"SELECT key, value, serialization, function_id FROM {schema}workflow_events_history"
-            " WHERE workflow_uuid = :workflow_id AND function_id > :after ORDER BY function_id"
-        )
+        self._query = events_history_query(settings.is_sqlite)
         self._engine = sa.create_engine(
             settings.sqlalchemy_url,
             pool_size=2,
@@ -47,7 +39,7 @@ class EventHistory:
     def _read(self, workflow_id: str, after: int) -> list[tuple[str, Any, int]]:
         with self._engine.connect() as conn:
             rows = conn.execute(self._query, {"workflow_id": workflow_id, "after": after})
-            return [(key, _decode(value, fmt), version) for key, value, fmt, version in rows]
+            return [(key, decode_value(value, fmt), version) for key, value, fmt, version in rows]
 
     async def changes_after(self, workflow_id: str, after: int) -> list[tuple[str, Any, int]]:
         """(key, value, version) of every set_event with version > `after`."""
@@ -55,13 +47,6 @@ class EventHistory:
 
     def close(self) -> None:
         self._engine.dispose()
-
-
-def _decode(text: str | None, fmt: str | None) -> Any:
-    # Only JSON is ever decoded here: a pickled row is never unpickled by this server.
-    if text is None or fmt != PORTABLE_JSON:
-        return None
-    return json.loads(text)
 
 
 class PostgresWakeups:
@@ -91,11 +76,11 @@ class PostgresWakeups:
                     self._url, autocommit=True, connect_timeout=5
                 )
                 async with conn:
-                    for channel in DBOS_CHANNELS:
+                    for channel in NOTIFY_CHANNELS:
                         await conn.execute(f"LISTEN {channel}")
                     delay = 0.5
                     async for notify in conn.notifies():
-                        self._wake(notify.payload.split("::", 1)[0])
+                        self._wake(notified_workflow(notify.payload))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect after a pause

@@ -19,8 +19,8 @@ from workflow_comm.keys import TERMINAL_STATUSES
 from workflow_comm.live.database import EventHistory
 from workflow_comm.live.items import (
     Control,
-    EventChange,
     EventsEnd,
+    EventSet,
     Item,
     Overflow,
     Shutdown,
@@ -60,7 +60,7 @@ class Subscriber:
         interest = self.interest
         if isinstance(item, (StreamValue, StreamEnd)):
             return item.key == interest.stream_key
-        if isinstance(item, EventChange):
+        if isinstance(item, EventSet):
             return interest.events and item.version > interest.events_after
         if isinstance(item, EventsEnd):
             return interest.events
@@ -158,7 +158,7 @@ async def _read_stream_range(
         offset += len(values)
 
 
-def _version(change: EventChange) -> int:
+def _version(change: EventSet) -> int:
     return change.version
 
 
@@ -195,7 +195,7 @@ class WorkflowFeed:
     status: WorkflowPublic | None = None
     status_end: StatusEnd | None = None
     terminal: asyncio.Event = field(default_factory=asyncio.Event)
-    latest_events: dict[str, EventChange] = field(default_factory=dict)
+    latest_events: dict[str, EventSet] = field(default_factory=dict)
     events_read: bool = False
     events_end: EventsEnd | None = None
     streams: dict[str, StreamState] = field(default_factory=dict)
@@ -286,7 +286,8 @@ class WorkflowFeed:
         while True:
             found = await DBOS.get_workflow_status_async(self.workflow_id)
             if found is not None:
-                public = describe(found)
+                # Under its stored ID: each subscriber's route shows it under its own.
+                public = describe(found, found.workflow_id)
                 if self.status is None or public.status != self.status.status:
                     self.status = public
                     self.broadcast(StatusChange(public))
@@ -310,7 +311,7 @@ class WorkflowFeed:
             finished = self.terminal.is_set()
             self.wake_events.clear()
             changes = [
-                EventChange(k, v, n)
+                EventSet(k, v, n)
                 for k, v, n in await self.history.changes_after(self.workflow_id, last)
             ]
             if first:

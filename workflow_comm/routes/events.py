@@ -4,16 +4,20 @@ import asyncio
 from typing import Any
 
 from dbos import DBOS
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 
 from workflow_comm import keys
-from workflow_comm.auth import AUTH_RESPONSES, WRITE_RESPONSES, authorize, stored_id
-from workflow_comm.errors import within_db_timeout
+from workflow_comm.auth import stored_id
+from workflow_comm.errors import (
+    ID_TAKEN,
+    READ_ONLY_KEY,
+    UNKNOWN_WORKFLOW,
+    error_responses,
+    within_db_timeout,
+)
 from workflow_comm.limits import ClientWaits
 from workflow_comm.live.hub import LiveHub
-from workflow_comm.logs import bind_workflow_id
 from workflow_comm.models import (
-    ErrorPublic,
     EventEndpoints,
     EventPublic,
     EventsPublic,
@@ -23,24 +27,13 @@ from workflow_comm.params import EventKey, EventTimeout, NSteps, StepSeconds, Wo
 from workflow_comm.service import require_status, start_once
 from workflow_comm.workflows import workflow_with_events
 
-router = APIRouter(
-    tags=["events"],
-    dependencies=[Depends(bind_workflow_id), Depends(authorize)],
-    responses={
-        **AUTH_RESPONSES,
-        404: {"model": ErrorPublic, "description": "Unknown workflow, or event not set"},
-        422: {"model": ErrorPublic, "description": "A parameter is out of bounds"},
-        503: {"model": ErrorPublic, "description": "The database is unavailable"},
-    },
-)
+# Authorization, logging and the common error answers come where the router is included (app.py).
+router = APIRouter(tags=["events"])
 
 
 @router.post(
     "/start-workflow-events/{workflow_id}/{n_steps}",
-    responses={
-        **WRITE_RESPONSES,
-        409: {"model": ErrorPublic, "description": "ID used by another kind"},
-    },
+    responses=error_responses({403: READ_ONLY_KEY, 409: ID_TAKEN}),
 )
 async def start_workflow_events(
     workflow_id: WorkflowId,
@@ -48,20 +41,10 @@ async def start_workflow_events(
     step_seconds: StepSeconds = keys.STEP_SECONDS_DEFAULT,
 ) -> EventsWorkflowStarted:
     """Start a workflow that publishes `status`, `progress` and `result` events."""
-    created, _ = await start_once(
-        "events", workflow_with_events, workflow_id, n_steps, step_seconds
-    )
+    started = await start_once("events", workflow_with_events, workflow_id, n_steps, step_seconds)
     base = f"/workflow-events/{workflow_id}"
     return EventsWorkflowStarted(
-        workflow_id=workflow_id,
-        kind="events",
-        created=created,
-        message=(
-            f"Started workflow {workflow_id} with {n_steps} steps"
-            if created
-            else f"Workflow {workflow_id} already exists; returning it unchanged"
-        ),
-        status_endpoint=f"/workflows/{workflow_id}",
+        **started.answer(f"Started workflow {workflow_id} with {n_steps} steps"),
         query_endpoints=EventEndpoints(
             progress=f"{base}/{keys.EVENT_PROGRESS}",
             status=f"{base}/{keys.EVENT_STATUS}",
@@ -84,7 +67,12 @@ async def get_all_workflow_events(workflow_id: WorkflowId) -> EventsPublic:
 
 @router.get(
     "/workflow-events/{workflow_id}/{event_key}",
-    responses={429: {"model": ErrorPublic, "description": "Too many waits from this client"}},
+    responses=error_responses(
+        {
+            404: f"{UNKNOWN_WORKFLOW}, or the event is not set",
+            429: "Too many waits from this client",
+        }
+    ),
 )
 async def get_workflow_event(
     request: Request,

@@ -15,12 +15,12 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from workflow_comm import keys
-from workflow_comm.auth import AUTH_RESPONSES, authorize_live, stored_id
+from workflow_comm.auth import stored_id
 from workflow_comm.live.feed import Interest, Subscriber
 from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
 from workflow_comm.live.items import (
-    EventChange,
     EventsEnd,
+    EventSet,
     Overflow,
     Shutdown,
     StatusChange,
@@ -28,29 +28,14 @@ from workflow_comm.live.items import (
     StreamEnd,
     StreamValue,
 )
-from workflow_comm.logs import bind_workflow_id
 from workflow_comm.metrics import LIVE_PUSHED
-from workflow_comm.models import ErrorPublic, WorkflowPublic
+from workflow_comm.models import WorkflowPublic
 from workflow_comm.params import StreamKey, StreamOffset, WorkflowId
 from workflow_comm.service import require_status
 
-
-def _json_error(description: str) -> dict[str, Any]:
-    # Spelled out: for an SSE route FastAPI would file a model under text/event-stream.
-    schema = {"$ref": f"#/components/schemas/{ErrorPublic.__name__}"}
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-router = APIRouter(
-    tags=["live"],
-    dependencies=[Depends(bind_workflow_id), Depends(authorize_live)],
-    responses={
-        401: _json_error(AUTH_RESPONSES[401]["description"]),
-        404: _json_error("Unknown workflow"),
-        422: _json_error("A parameter is out of bounds"),
-        503: _json_error("Too many live connections, or no database"),
-    },
-)
+# Authorization (authorize_live: ?api_key= too), logging and the error answers come where the
+# router is included (app.py).
+router = APIRouter(tags=["live"])
 
 # The id of an event received: a stream offset, or an event version. A stream resumes at the
 # next offset, which keeps it within STREAM_OFFSET_MAX, the bound of ?offset=.
@@ -121,7 +106,7 @@ async def status_subscription(hub: Hub, workflow_id: WorkflowId) -> AsyncIterato
         yield sub
 
 
-def _json(value: Any) -> str:
+def _compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -155,7 +140,7 @@ async def live_stream(
         if isinstance(item, StreamValue):
             next_offset = item.offset + 1
             LIVE_PUSHED.labels("sse", "stream").inc()
-            yield ServerSentEvent(raw_data=_json(item.value), id=str(item.offset))
+            yield ServerSentEvent(raw_data=_compact_json(item.value), id=str(item.offset))
         elif isinstance(item, StreamEnd):
             closed = {
                 "workflow_id": workflow_id,
@@ -163,7 +148,7 @@ async def live_stream(
                 "status": item.status,
                 "next_offset": item.next_offset,
             }
-            yield ServerSentEvent(event="closed", raw_data=_json(closed))
+            yield ServerSentEvent(event="closed", raw_data=_compact_json(closed))
         elif isinstance(item, (Overflow, Shutdown)):
             yield _cut_off(item, {"resume_offset": next_offset})
 
@@ -181,14 +166,15 @@ async def live_events(
     """
     last = sub.interest.events_after
     async for item in sub.items(workflow_id, hub.heartbeat):
-        if isinstance(item, EventChange):
+        if isinstance(item, EventSet):
             last = item.version
             change = {"key": item.key, "value": item.value, "version": item.version}
             LIVE_PUSHED.labels("sse", "event").inc()
-            yield ServerSentEvent(raw_data=_json(change), id=str(item.version))
+            yield ServerSentEvent(raw_data=_compact_json(change), id=str(item.version))
         elif isinstance(item, EventsEnd):
             yield ServerSentEvent(
-                event="closed", raw_data=_json({"workflow_id": workflow_id, "status": item.status})
+                event="closed",
+                raw_data=_compact_json({"workflow_id": workflow_id, "status": item.status}),
             )
         elif isinstance(item, (Overflow, Shutdown)):
             yield _cut_off(item, {"last_event_id": last})
@@ -219,5 +205,9 @@ def as_seen(workflow: WorkflowPublic, workflow_id: str) -> str:
 def _cut_off(why: Overflow | Shutdown, resume: dict[str, Any]) -> ServerSentEvent:
     if isinstance(why, Overflow):
         reason = "This client fell too far behind; reconnect to resume."
-        return ServerSentEvent(event="overflow", raw_data=_json({**resume, "reason": reason}))
-    return ServerSentEvent(event="shutdown", raw_data=_json({**resume, "reason": why.reason}))
+        return ServerSentEvent(
+            event="overflow", raw_data=_compact_json({**resume, "reason": reason})
+        )
+    return ServerSentEvent(
+        event="shutdown", raw_data=_compact_json({**resume, "reason": why.reason})
+    )

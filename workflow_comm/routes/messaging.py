@@ -3,14 +3,13 @@
 from typing import Annotated, Any
 
 from dbos import DBOS
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body
 
 from workflow_comm import keys
-from workflow_comm.auth import AUTH_RESPONSES, WRITE_RESPONSES, authorize, stored_id
-from workflow_comm.errors import within_db_timeout
-from workflow_comm.logs import bind_workflow_id
+from workflow_comm.auth import stored_id
+from workflow_comm.errors import ID_TAKEN, READ_ONLY_KEY, error_responses, within_db_timeout
 from workflow_comm.metrics import MESSAGES_SENT
-from workflow_comm.models import ErrorPublic, MessageSent, MessagingWorkflowStarted
+from workflow_comm.models import MessageSent, MessagingWorkflowStarted
 from workflow_comm.params import (
     ApprovalTimeout,
     IdempotencyKey,
@@ -22,24 +21,13 @@ from workflow_comm.params import (
 from workflow_comm.service import require_status, start_once
 from workflow_comm.workflows import workflow_with_messaging
 
-router = APIRouter(
-    tags=["messaging"],
-    dependencies=[Depends(bind_workflow_id), Depends(authorize)],
-    responses={
-        **AUTH_RESPONSES,
-        **WRITE_RESPONSES,
-        400: {"model": ErrorPublic, "description": "The body is not JSON the parser can read"},
-        404: {"model": ErrorPublic, "description": "Unknown workflow"},
-        413: {"model": ErrorPublic, "description": "Message body over the size limit"},
-        422: {"model": ErrorPublic, "description": "A parameter or the body is invalid"},
-        503: {"model": ErrorPublic, "description": "The database is unavailable"},
-    },
-)
+# Authorization, logging and the common error answers come where the router is included (app.py).
+router = APIRouter(tags=["messaging"], responses=error_responses({403: READ_ONLY_KEY}))
 
 
 @router.post(
     "/start-workflow-messaging/{workflow_id}/{n_steps}",
-    responses={409: {"model": ErrorPublic, "description": "ID used by another kind"}},
+    responses=error_responses({409: ID_TAKEN}),
 )
 async def start_workflow_messaging(
     workflow_id: WorkflowId,
@@ -48,19 +36,12 @@ async def start_workflow_messaging(
     approval_timeout: ApprovalTimeout = keys.APPROVAL_TIMEOUT_DEFAULT,
 ) -> MessagingWorkflowStarted:
     """Start a workflow that waits for an approval message before running its steps."""
-    created, (_, _, approval_timeout) = await start_once(
+    started = await start_once(
         "messaging", workflow_with_messaging, workflow_id, n_steps, step_seconds, approval_timeout
     )
+    approval_timeout = started.args[2]  # an existing workflow's own
     return MessagingWorkflowStarted(
-        workflow_id=workflow_id,
-        kind="messaging",
-        created=created,
-        message=(
-            f"Started workflow {workflow_id}; it is waiting for approval"
-            if created
-            else f"Workflow {workflow_id} already exists; returning it unchanged"
-        ),
-        status_endpoint=f"/workflows/{workflow_id}",
+        **started.answer(f"Started workflow {workflow_id}; it is waiting for approval"),
         send_approval=f"/send-message/{workflow_id}",
         topic=keys.TOPIC_NOTIFICATION,
         approval_timeout=approval_timeout,
@@ -72,7 +53,16 @@ async def start_workflow_messaging(
     )
 
 
-@router.post("/send-message/{workflow_id}")
+@router.post(
+    "/send-message/{workflow_id}",
+    responses=error_responses(
+        {
+            400: "The body is not JSON the parser can read",
+            413: "Message body over the size limit",
+            422: "A parameter or the body is invalid",
+        }
+    ),
+)
 async def send_message(
     workflow_id: WorkflowId,
     payload: Annotated[

@@ -9,15 +9,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.routing import Match
 from starlette.types import Scope
 
-from workflow_comm.auth import AUTH_RESPONSES, Caller, authorize
+from workflow_comm.auth import Caller, authorize
+from workflow_comm.errors import UNAUTHORIZED, error_responses
 from workflow_comm.metrics import (
     LIVE_CONNECTIONS,
     WAITING_REQUESTS,
     WATCHED_WORKFLOWS,
     HttpMetrics,
 )
-from workflow_comm.models import ErrorPublic
-from workflow_comm.settings import get_settings
+from workflow_comm.settings import Settings
 
 
 async def metrics_access(caller: Annotated[Caller, Depends(authorize)]) -> None:
@@ -37,8 +37,7 @@ router = APIRouter(tags=["operations"])
             "description": "Prometheus text exposition format",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         },
-        **AUTH_RESPONSES,
-        403: {"model": ErrorPublic, "description": "A tenant's key: metrics span all tenants"},
+        **error_responses({401: UNAUTHORIZED, 403: "A tenant's key: metrics span all tenants"}),
     },
 )
 async def metrics() -> Response:
@@ -65,7 +64,7 @@ def route_matching(app: FastAPI) -> Callable[[Scope], str | None]:
 
 def install(app: FastAPI) -> None:
     """Serve /metrics and count every request. Call last: the counting must be outermost."""
-    settings = get_settings()
+    settings: Settings = app.state.settings
     if not settings.metrics_enabled:
         return
     dependencies = [] if settings.metrics_public else [Depends(metrics_access)]

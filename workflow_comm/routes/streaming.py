@@ -1,12 +1,10 @@
 """Streaming: a workflow appends an ordered, durable log; clients read it while it grows."""
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from workflow_comm import keys
-from workflow_comm.auth import AUTH_RESPONSES, WRITE_RESPONSES, authorize
-from workflow_comm.errors import within_db_timeout
-from workflow_comm.logs import bind_workflow_id
-from workflow_comm.models import ErrorPublic, StreamingWorkflowStarted, StreamPage
+from workflow_comm.errors import ID_TAKEN, READ_ONLY_KEY, error_responses, within_db_timeout
+from workflow_comm.models import StreamingWorkflowStarted, StreamPage
 from workflow_comm.params import (
     NSteps,
     StepSeconds,
@@ -18,24 +16,13 @@ from workflow_comm.params import (
 from workflow_comm.service import read_page, require_status, start_once
 from workflow_comm.workflows import stream_entry_count, workflow_with_streaming
 
-router = APIRouter(
-    tags=["streaming"],
-    dependencies=[Depends(bind_workflow_id), Depends(authorize)],
-    responses={
-        **AUTH_RESPONSES,
-        404: {"model": ErrorPublic, "description": "Unknown workflow"},
-        422: {"model": ErrorPublic, "description": "A parameter is out of bounds"},
-        503: {"model": ErrorPublic, "description": "The database is unavailable"},
-    },
-)
+# Authorization, logging and the common error answers come where the router is included (app.py).
+router = APIRouter(tags=["streaming"])
 
 
 @router.post(
     "/start-workflow-streaming/{workflow_id}/{n_steps}",
-    responses={
-        **WRITE_RESPONSES,
-        409: {"model": ErrorPublic, "description": "ID used by another kind"},
-    },
+    responses=error_responses({403: READ_ONLY_KEY, 409: ID_TAKEN}),
 )
 async def start_workflow_streaming(
     workflow_id: WorkflowId,
@@ -43,19 +30,12 @@ async def start_workflow_streaming(
     step_seconds: StepSeconds = keys.STEP_SECONDS_DEFAULT,
 ) -> StreamingWorkflowStarted:
     """Start a workflow that writes `progress_stream`: 3 + 2 * n_steps entries, then closes it."""
-    created, (n_steps, _) = await start_once(
+    started = await start_once(
         "streaming", workflow_with_streaming, workflow_id, n_steps, step_seconds
     )
+    n_steps = started.args[0]  # an existing workflow's own
     return StreamingWorkflowStarted(
-        workflow_id=workflow_id,
-        kind="streaming",
-        created=created,
-        message=(
-            f"Started workflow {workflow_id} streaming {n_steps} steps"
-            if created
-            else f"Workflow {workflow_id} already exists; returning it unchanged"
-        ),
-        status_endpoint=f"/workflows/{workflow_id}",
+        **started.answer(f"Started workflow {workflow_id} streaming {n_steps} steps"),
         read_stream=f"/workflow-stream/{workflow_id}",
         stream_key=keys.STREAM_PROGRESS,
         expected_entries=stream_entry_count(n_steps),

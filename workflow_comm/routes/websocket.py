@@ -17,8 +17,8 @@ from workflow_comm.errors import DatabaseUnavailable, within_db_timeout
 from workflow_comm.live.feed import Interest, Subscriber
 from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
 from workflow_comm.live.items import (
-    EventChange,
     EventsEnd,
+    EventSet,
     Overflow,
     Shutdown,
     StatusChange,
@@ -31,7 +31,7 @@ from workflow_comm.metrics import LIVE_PUSHED, MESSAGES_SENT
 from workflow_comm.models import SocketSend
 from workflow_comm.params import WorkflowId
 from workflow_comm.service import find_status
-from workflow_comm.settings import get_settings
+from workflow_comm.settings import Settings
 
 router = APIRouter(tags=["live"])
 
@@ -98,7 +98,7 @@ async def workflow_socket(
     bind_workflow_id_now(workflow_id)
     try:
         # A browser cannot set headers on a WebSocket: the key may come as ?api_key=.
-        identify(socket_key(websocket), query_allowed=True)
+        identify(websocket, socket_key(websocket), query_allowed=True)
         watched = stored_id(workflow_id)
     except RequestValidationError as exc:  # a tenant's ID too long once prefixed
         await _refuse_invalid(socket, exc.errors())
@@ -157,7 +157,7 @@ async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: fl
             await socket.send(
                 {"type": "stream", "key": item.key, "offset": item.offset, "value": item.value}
             )
-        elif isinstance(item, EventChange):
+        elif isinstance(item, EventSet):
             LIVE_PUSHED.labels("websocket", "event").inc()
             await socket.send(
                 {"type": "event", "key": item.key, "value": item.value, "version": item.version}
@@ -193,7 +193,7 @@ async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: fl
 
 async def _listen(socket: Socket, workflow_id: str) -> None:
     """Turn each client frame into a message to the workflow, acknowledged or refused."""
-    settings = get_settings()
+    settings: Settings = socket.ws.app.state.settings
     limit, cap = settings.max_message_bytes, settings.ws_max_frame_bytes
     while True:
         message = await socket.ws.receive()

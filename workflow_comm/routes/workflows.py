@@ -1,22 +1,18 @@
 """Workflow status and control: see the outcome of any workflow, list, cancel, resume."""
 
 from dbos import DBOS, WorkflowStatus
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 
 from workflow_comm import keys
 from workflow_comm.auth import (
-    AUTH_RESPONSES,
-    WRITE_RESPONSES,
-    authorize,
+    public_id,
     stored_id,
     tenant_prefix,
 )
-from workflow_comm.errors import within_db_timeout
+from workflow_comm.errors import READ_ONLY_KEY, error_responses, within_db_timeout
 from workflow_comm.keys import WorkflowKind
-from workflow_comm.logs import bind_workflow_id
 from workflow_comm.metrics import WORKFLOWS_FINISHED
 from workflow_comm.models import (
-    ErrorPublic,
     WorkflowAction,
     WorkflowPublic,
     WorkflowsPublic,
@@ -24,21 +20,12 @@ from workflow_comm.models import (
 )
 from workflow_comm.params import ListLimit, WorkflowId
 from workflow_comm.service import describe, require_status
-from workflow_comm.settings import get_settings
+from workflow_comm.settings import SettingsDep
 from workflow_comm.takeover import LivenessUnknown, Takeover
 from workflow_comm.workflows import FUNCTION_BY_KIND, KIND_BY_FUNCTION
 
-router = APIRouter(
-    prefix="/workflows",
-    tags=["workflows"],
-    dependencies=[Depends(bind_workflow_id), Depends(authorize)],
-    responses={
-        **AUTH_RESPONSES,
-        404: {"model": ErrorPublic, "description": "Unknown workflow"},
-        422: {"model": ErrorPublic, "description": "A parameter is out of bounds"},
-        503: {"model": ErrorPublic, "description": "The database is unavailable"},
-    },
-)
+# Authorization, logging and the common error answers come where the router is included (app.py).
+router = APIRouter(prefix="/workflows", tags=["workflows"])
 
 # Resumed whatever their executor. A PENDING workflow is resumed only if its executor is gone:
 # resuming one a live process runs would take it from that process mid-run.
@@ -65,19 +52,19 @@ async def list_workflows(
             workflow_id_prefix=tenant_prefix(),  # a tenant's key lists its own only
         )
     )
-    data = [describe(s) for s in found]
+    data = [describe(s, public_id(s.workflow_id)) for s in found]
     return WorkflowsPublic(data=data, count=len(data))
 
 
 @router.get("/{workflow_id}")
 async def get_workflow(workflow_id: WorkflowId) -> WorkflowPublic:
     """Status, kind, times, and the result or error once finished."""
-    return describe(await require_status(workflow_id))
+    return describe(await require_status(workflow_id), workflow_id)
 
 
 @router.post(
     "/{workflow_id}/cancel",
-    responses={**WRITE_RESPONSES, 409: {"model": ErrorPublic, "description": "Already finished"}},
+    responses=error_responses({403: READ_ONLY_KEY, 409: "Already finished"}),
 )
 async def cancel_workflow(workflow_id: WorkflowId) -> WorkflowAction:
     """Cancel a workflow that has not finished; it stops at its next step."""
@@ -96,15 +83,13 @@ async def cancel_workflow(workflow_id: WorkflowId) -> WorkflowAction:
 
 @router.post(
     "/{workflow_id}/resume",
-    responses={
-        **WRITE_RESPONSES,
-        409: {
-            "model": ErrorPublic,
-            "description": "Not resumable: finished, or PENDING on a live executor",
-        },
-    },
+    responses=error_responses(
+        {403: READ_ONLY_KEY, 409: "Not resumable: finished, or PENDING on a live executor"}
+    ),
 )
-async def resume_workflow(workflow_id: WorkflowId, request: Request) -> WorkflowAction:
+async def resume_workflow(
+    workflow_id: WorkflowId, request: Request, settings: SettingsDep
+) -> WorkflowAction:
     """Resume a cancelled workflow, or hand over a PENDING one whose process is gone.
 
     A PENDING workflow whose executor is alive (this server or another) is a 409. On Postgres
@@ -114,7 +99,8 @@ async def resume_workflow(workflow_id: WorkflowId, request: Request) -> Workflow
     status = await require_status(workflow_id)
     if status.status == "PENDING":
         takeover: Takeover | None = request.app.state.takeover
-        await within_db_timeout(_hand_over_pending(workflow_id, status, takeover))
+        own = settings.resolved_executor_id
+        await within_db_timeout(_hand_over_pending(workflow_id, status, own, takeover))
     elif status.status in RESUMABLE:
         await within_db_timeout(DBOS.resume_workflow_async(stored_id(workflow_id)))
     else:
@@ -130,11 +116,11 @@ async def resume_workflow(workflow_id: WorkflowId, request: Request) -> Workflow
 
 
 async def _hand_over_pending(
-    workflow_id: str, status: WorkflowStatus, takeover: Takeover | None
+    workflow_id: str, status: WorkflowStatus, own_executor: str, takeover: Takeover | None
 ) -> None:
     """Resume a PENDING workflow if its executor is gone; 409 if it is alive."""
     executor = status.executor_id or ""
-    if executor == get_settings().resolved_executor_id:
+    if executor == own_executor:
         raise _running_on(workflow_id, f"this server (executor '{executor}')")
     if takeover is None:  # SQLite: one process, this one; any other executor ID is gone
         await DBOS.resume_workflow_async(stored_id(workflow_id))
