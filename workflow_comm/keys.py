@@ -43,6 +43,8 @@ def status_processing(step: int) -> str:
 WORKFLOW_ID_MAX_LEN: Final = 128
 # Letters, digits and . _ - : only, starting with a letter or digit: safe in URLs, logs and SQL.
 WORKFLOW_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+# The pattern in words, for people (the API's description, the dashboard's messages).
+WORKFLOW_ID_RULE: Final = "letters, digits and . _ - :, starting with a letter or digit"
 TOPIC_MAX_LEN: Final = 128
 TOPIC_PATTERN: Final = WORKFLOW_ID_PATTERN
 EVENT_KEY_MAX_LEN: Final = 128

@@ -12,7 +12,7 @@ WorkflowId = Annotated[
         min_length=1,
         max_length=keys.WORKFLOW_ID_MAX_LEN,
         pattern=keys.WORKFLOW_ID_PATTERN,
-        description="Letters, digits and . _ - : (up to 128), starting with a letter or digit.",
+        description=f"1 to {keys.WORKFLOW_ID_MAX_LEN} {keys.WORKFLOW_ID_RULE}.",
         examples=["my-wf-1"],
     ),
 ]

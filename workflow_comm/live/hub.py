@@ -1,8 +1,6 @@
 """The registry of watched workflows: subscribe, the connection cap, wakeups and shutdown."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from workflow_comm.live.database import EventHistory, PostgresWakeups
 from workflow_comm.live.feed import FeedConfig, Interest, Subscriber, WorkflowFeed
@@ -73,14 +71,6 @@ class LiveHub:
 
     def release(self) -> None:
         self.connections -= 1
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
 
     def subscribe(self, workflow_id: str, interest: Interest) -> Subscriber:
         feed = self._feeds.get(workflow_id)

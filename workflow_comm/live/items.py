@@ -23,7 +23,9 @@ class StreamEnd:
 
 
 @dataclass(frozen=True, slots=True)
-class EventChange:
+class EventSet:
+    """One set_event, as the live feed hands it on (clients receive it as an EventChange)."""
+
     key: str
     value: Any
     version: int  # the DBOS step ID of the set_event: grows with every change
@@ -58,5 +60,5 @@ class Shutdown:
     reason: str = "The server is shutting down; reconnect to resume."
 
 
-Item = StreamValue | StreamEnd | EventChange | EventsEnd | StatusChange | StatusEnd
+Item = StreamValue | StreamEnd | EventSet | EventsEnd | StatusChange | StatusEnd
 Control = Overflow | Shutdown

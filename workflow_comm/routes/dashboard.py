@@ -37,7 +37,8 @@ router = APIRouter(include_in_schema=False)
 
 
 def page_config() -> dict[str, Any]:
-    """What the page needs to know: event keys, topic, stream key, statuses and bounds."""
+    """What the page needs to know: event keys, topic, stream key, statuses, the workflow ID
+    rule and bounds. The page's scripts take them from here, never their own copies."""
     return {
         "events": {
             "status": keys.EVENT_STATUS,
@@ -65,6 +66,8 @@ def page_config() -> dict[str, Any]:
             "approvalTimeout": keys.APPROVAL_TIMEOUT_DEFAULT,
         },
         "workflowIdPattern": keys.WORKFLOW_ID_PATTERN,
+        "workflowIdRule": keys.WORKFLOW_ID_RULE,
+        "terminalStatuses": sorted(keys.TERMINAL_STATUSES),
     }
 
 

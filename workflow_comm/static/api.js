@@ -1,5 +1,7 @@
 // Calls to the HTTP API with the page's API key, and its errors in plain words.
 
+import { config } from "./config.js";
+
 // sessionStorage: the key lasts as long as the tab, and never reaches localStorage or a URL
 // the person can see or share.
 const KEY_STORAGE = "workflow-comm.api-key";
@@ -80,8 +82,7 @@ function fieldProblem({ loc = [], msg = "", type = "", ctx = {} }) {
     less_than: `must be less than ${ctx.lt}`,
     string_too_short: `must have at least ${ctx.min_length} character(s)`,
     string_too_long: `must have at most ${ctx.max_length} characters`,
-    string_pattern_mismatch:
-      "may use only letters, digits and . _ - :, starting with a letter or digit",
+    string_pattern_mismatch: `may use only ${config.workflowIdRule}`,
     dict_type: 'must be a JSON object, like {"approved": true}',
     json_invalid: "is not valid JSON",
   }[type];

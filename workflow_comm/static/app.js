@@ -49,11 +49,7 @@ function startRequest() {
   const seconds = $("step-seconds").value.trim();
   if (!id) return { problem: "Enter a workflow ID.", field: idInput };
   if (!idPattern.test(id)) {
-    return {
-      problem:
-        "Workflow ID may use only letters, digits and . _ - :, starting with a letter or digit.",
-      field: idInput,
-    };
+    return { problem: `Workflow ID may use only ${config.workflowIdRule}.`, field: idInput };
   }
   if (!steps) return { problem: "Steps must be a whole number.", field: $("n-steps") };
   if (!seconds) return { problem: "Seconds per step must be a number.", field: $("step-seconds") };

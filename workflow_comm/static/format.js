@@ -1,12 +1,9 @@
 // How statuses and times are shown.
 
-/** Workflow statuses after which nothing changes. */
-export const TERMINAL = new Set([
-  "SUCCESS",
-  "ERROR",
-  "CANCELLED",
-  "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
-]);
+import { config } from "./config.js";
+
+/** Workflow statuses after which nothing changes (from the server: keys.TERMINAL_STATUSES). */
+export const TERMINAL = new Set(config.terminalStatuses);
 
 /** The CSS class of a status badge, e.g. "status-success". */
 export const statusClass = (status) => `badge status-${status.toLowerCase().replaceAll("_", "-")}`;
