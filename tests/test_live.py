@@ -158,13 +158,30 @@ def tuned_server(postgres_url: str) -> Iterator[ServerProcess]:
         yield server
 
 
+def open_live_connections(http: httpx.Client) -> float:
+    """The server's comm_live_connections gauge."""
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("comm_live_connections "):
+            return float(line.split()[1])
+    raise AssertionError("no comm_live_connections in /metrics")
+
+
 @pytest.fixture
 def tuned(tuned_server: ServerProcess) -> Iterator[httpx.Client]:
-    """A client of the tuned server, restarted first if a shutdown test stopped it."""
+    """A client of the tuned server, restarted first if a shutdown test stopped it.
+
+    The server holds at most TUNED_CAP live connections: a test gets it once the server has
+    released every connection of the tests before (a closed client's may take a moment).
+    """
     assert tuned_server.process is not None
     if tuned_server.process.poll() is not None:
         tuned_server.start()
     with httpx.Client(base_url=tuned_server.base_url, timeout=SSE_TIMEOUT) as http:
+        wait_until(
+            lambda: open_live_connections(http) == 0,
+            timeout=30,
+            what="the tuned server's live connections released",
+        )
         yield http
 
 
@@ -176,7 +193,9 @@ def test_stream_values_arrive_in_order_exactly_once_while_running(client: httpx.
     """Subscribed as the workflow starts, a client gets every stream value once, in offset
     order, as it is written (not replayed at the end), then `closed` with the next offset."""
     workflow_id, n_steps = unique_id("live-order"), 10
-    start(client, "streaming", workflow_id, n_steps, step_seconds=0.05)
+    # Steps of 0.5 s: the stream is written over 5 s, far longer than subscribing takes on a
+    # loaded machine, so the first value surely arrives before the last is written.
+    start(client, "streaming", workflow_id, n_steps, step_seconds=0.5)
     received: list[tuple[ServerSentEvent, float]] = []
     with connect_sse(
         client,
@@ -216,7 +235,8 @@ def test_resume_with_last_event_id_loses_and_repeats_nothing(client: httpx.Clien
     """A client that drops mid-stream and reconnects with Last-Event-ID gets each value
     exactly once over the two connections (the header wins over ?offset=0)."""
     workflow_id, n_steps = unique_id("live-resume"), 10
-    start(client, "streaming", workflow_id, n_steps, step_seconds=0.1)
+    # 5 s of stream: the drop at id 4 (about 1 s in) comes well before its end.
+    start(client, "streaming", workflow_id, n_steps, step_seconds=0.5)
     path = f"/workflow-stream/{workflow_id}/live"
     first: list[ServerSentEvent] = []
     with connect_sse(client, "GET", path, timeout=SSE_TIMEOUT) as source:
@@ -271,7 +291,8 @@ def test_many_subscribers_receive_identical_complete_sequence(
     """220 concurrent subscribers of one stream each receive the identical, complete
     sequence; the write-to-receipt latency of values pushed live is printed (p50/p99)."""
     workflow_id, n_steps, subscribers = unique_id("live-fanout"), 6, 220
-    start(client, "streaming", workflow_id, n_steps, step_seconds=0.3)
+    # 3 s of stream: subscribers join while values are still being written.
+    start(client, "streaming", workflow_id, n_steps, step_seconds=0.5)
     results = asyncio.run(_fan_out(base_url, f"/workflow-stream/{workflow_id}/live", subscribers))
     finished(client, workflow_id)
     stored = stored_stream(client, workflow_id)
@@ -315,7 +336,8 @@ def test_subscriber_survives_sigkill_and_restart(postgres_url: str) -> None:
     first = ServerProcess(postgres_url, executor_id=executor, port=port).start()
     try:
         with httpx.Client(base_url=first.base_url, timeout=SSE_TIMEOUT) as http:
-            start(http, "streaming", workflow_id, n_steps, step_seconds=0.2)
+            # 5 s of stream: the kill at id 4 (about 1 s in) lands mid-stream.
+            start(http, "streaming", workflow_id, n_steps, step_seconds=0.5)
             before: list[ServerSentEvent] = []
             broke_with: Exception | None = None
             try:
@@ -387,8 +409,17 @@ def test_status_watch_shows_pending_then_success_with_result(client: httpx.Clien
     """The status watch sends PENDING, then SUCCESS with the result, then `closed` carrying
     the final WorkflowPublic."""
     workflow_id = unique_id("live-status")
-    start(client, "events", workflow_id, 3, step_seconds=0.2)
-    events = read_sse(client, f"/workflows/{workflow_id}/live")
+    # The workflow waits for its approval, sent only once the watch has shown PENDING: the
+    # watch sees it running however late it subscribes.
+    start(client, "messaging", workflow_id, 3, step_seconds=0, approval_timeout=600)
+    with connect_sse(
+        client, "GET", f"/workflows/{workflow_id}/live", timeout=SSE_TIMEOUT
+    ) as source:
+        received = sse_events(source)
+        events = [next(received)]
+        sent = client.post(f"/send-message/{workflow_id}", json={"approved": True})
+        assert sent.status_code == 200, f"approval: {sent.status_code} {sent.text}"
+        events.extend(received)
     updates = [event.json() for event in events if event.event == "message"]
     final = finished(client, workflow_id)
 

@@ -212,8 +212,13 @@ def test_messages_sent_are_counted_by_transport(server: ServerProcess, http: htt
 def test_live_connections_gauge_follows_open_connections(http: httpx.Client) -> None:
     """comm_live_connections is 1 while an SSE connection is open, 0 after it closed."""
     workflow_id = unique_id("met-live")
-    start(http, "messaging", workflow_id, approval_timeout=60)
-    assert value(scrape(http), "comm_live_connections") == 0
+    start(http, "messaging", workflow_id, approval_timeout=600)
+    # Connections of the tests before (a WebSocket just closed) may still be being released.
+    wait_until(
+        lambda: value(scrape(http), "comm_live_connections") == 0,
+        timeout=TIMEOUT,
+        what="earlier live connections released",
+    )
     with http.stream("GET", f"/workflows/{workflow_id}/live") as response:
         lines = response.iter_lines()  # kept: a dropped iterator closes the connection
         next(lines)
@@ -224,6 +229,7 @@ def test_live_connections_gauge_follows_open_connections(http: httpx.Client) -> 
         timeout=TIMEOUT,
         what="the connection released",
     )
+    http.post(f"/workflows/{workflow_id}/cancel")
     assert (open_count, watched) == (1, 1), f"open {open_count}, watched {watched}"
 
 
