@@ -95,8 +95,10 @@ def test_started_on_a_messaged_on_b_followed_live_on_c(trio: list[ServerProcess]
     workflow_id = unique_id("multi-msg")
     payload = {"approved": True, "via": "B"}
     with httpx.Client(timeout=30.0) as http:
+        # Approved below, after waits of up to 30 s: its approval wait must outlast them.
         started = http.post(
-            f"{a.base_url}/start-workflow-messaging/{workflow_id}/3", params={"step_seconds": 0}
+            f"{a.base_url}/start-workflow-messaging/{workflow_id}/3",
+            params={"step_seconds": 0, "approval_timeout": 3600},
         )
         assert started.status_code == 200, started.text
         seen: list[Any] = []
@@ -148,7 +150,8 @@ def test_restart_during_takeover_runs_each_workflow_once(
     rng = random.Random()
     planned = [plan_workflow(rng, "streaming", prefix="race") for _ in range(3)]
     for item in planned:
-        item.n_steps, item.step_seconds = 10, 0.4
+        # 10 s each: all three are still running when A is killed, however slow the starts.
+        item.n_steps, item.step_seconds = 10, 1.0
     with httpx.Client(timeout=30.0) as http:
         for item in planned:
             response = http.post(f"{a.base_url}{item.start_path()}", params=item.start_params())
@@ -159,7 +162,7 @@ def test_restart_during_takeover_runs_each_workflow_once(
         # order is allowed; both must end with each workflow run to the end once.
         a.start()
         http.base_url = httpx.URL(b.base_url)
-        wait_finished(http, [p.workflow_id for p in planned], timeout=60)
+        wait_finished(http, [p.workflow_id for p in planned], timeout=120)
         with psycopg.connect(shared_database, autocommit=True) as db:
             for item in planned:
                 verify_workflow(http, db, item)
@@ -193,7 +196,11 @@ def test_lost_lock_connection_is_not_mistaken_for_death(
     suspected = f"executor {executor_of(b)} holds no lock"
     taken_over = f"of dead executor {executor_of(b)} "
     with httpx.Client(timeout=30.0) as http:
-        started = http.post(f"{b.base_url}/start-workflow-messaging/{workflow_id}/1")
+        # Approved at the end, after up to three freezes and their waits: it must still wait.
+        started = http.post(
+            f"{b.base_url}/start-workflow-messaging/{workflow_id}/1",
+            params={"approval_timeout": 3600},
+        )
         assert started.status_code == 200, started.text
         for attempt in range(1, 4):  # until a survivor has looked while the lock was free
             assert b.process is not None
@@ -239,7 +246,8 @@ def test_survivor_takes_over_a_dead_instance(
     kinds: list[keys.WorkflowKind] = ["events", "streaming", "messaging", "messaging"]
     planned = [plan_workflow(rng, kind, prefix="takeover") for kind in kinds]
     for item in planned:
-        item.n_steps, item.step_seconds, item.approve = 10, 0.5, True
+        # 10 s each: every one is still running when A is killed, however slow the starts.
+        item.n_steps, item.step_seconds, item.approve = 10, 1.0, True
         if item.payload is not None:
             item.payload["approved"] = True
     early, late = [p for p in planned if p.kind == "messaging"]
@@ -262,7 +270,7 @@ def test_survivor_takes_over_a_dead_instance(
         takeover = time.monotonic() - killed
         print(f"takeover {takeover:.1f}s after the kill (documented bound {TAKEOVER_BOUND:.0f}s)")  # noqa: T201
         http.base_url = httpx.URL(b.base_url)
-        wait_finished(http, ids, timeout=60)
+        wait_finished(http, ids, timeout=120)
         with psycopg.connect(shared_database, autocommit=True) as db:
             for item in planned:
                 verify_workflow(http, db, item)
@@ -338,9 +346,9 @@ def pair(postgres: ThrowawayPostgres | None, postgres_url: str) -> Iterator[list
 
 
 def long_stream(prefix: str) -> Planned:
-    """A streaming workflow that runs for about 6 s: resumed or killed long before its end."""
+    """A streaming workflow that runs for about 12 s: resumed or killed long before its end."""
     planned = plan_workflow(random.Random(), "streaming", prefix=prefix)
-    planned.n_steps, planned.step_seconds = 12, 0.5
+    planned.n_steps, planned.step_seconds = 12, 1.0
     return planned
 
 
@@ -397,7 +405,7 @@ def test_resume_on_b_of_a_workflow_running_on_live_a_is_409(pair: list[ServerPro
         detail = refused.json()["detail"]
         assert "PENDING" in detail and f"live executor '{executor_of(a)}'" in detail, detail
         http.base_url = httpx.URL(a.base_url)
-        wait_finished(http, [planned.workflow_id], timeout=60)
+        wait_finished(http, [planned.workflow_id], timeout=120)
         assert status(http, a, planned.workflow_id)["executor_id"] == executor_of(a)
         with psycopg.connect(database, autocommit=True) as db:
             verify_workflow(http, db, planned)
@@ -430,7 +438,7 @@ def test_resume_on_b_after_a_is_killed_finishes_there(pair: list[ServerProcess])
         assert resumed.status_code == 200, resumed.text
         assert resumed.json()["status"] in {"ENQUEUED", "PENDING"}, resumed.json()
         http.base_url = httpx.URL(b.base_url)
-        wait_finished(http, [planned.workflow_id], timeout=60)
+        wait_finished(http, [planned.workflow_id], timeout=120)
         assert status(http, b, planned.workflow_id)["executor_id"] == executor_of(b)
         with psycopg.connect(database, autocommit=True) as db:
             verify_workflow(http, db, planned)
