@@ -47,7 +47,7 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
-WAIT_MS = 20_000  # generous bound on a workflow finishing while the page watches
+WAIT_MS = 30_000  # generous bound on a workflow finishing while the page watches
 MIN_TOUCH_TARGET_PX = 44  # WCAG 2.5.5
 MIN_CONTRAST = 4.5  # WCAG AA, normal text
 
@@ -64,6 +64,9 @@ def launch_chromium(playwright: Playwright) -> Browser:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Every expectation waits for what it expects; a loaded machine may need more than
+    # Playwright's default 5 s to render it, so each gets WAIT_MS unless it says otherwise.
+    expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as playwright:
         chromium = launch_chromium(playwright)
         yield chromium
@@ -192,7 +195,8 @@ def test_events_workflow_progress_bar_climbs_to_100(dashboard: Dashboard) -> Non
     page = dashboard.page
     record_progress(page)
     wf = unique_id("ui-events")
-    dashboard.start("events", 4, 0.2, wf)
+    # Steps of 1.5 s: the page, however slow to subscribe, sees progress between 0 and 100.
+    dashboard.start("events", 4, 1.5, wf)
     expect(page.locator("#f-id")).to_have_text(wf)
     expect(page.locator("#f-progress")).to_have_js_property("value", 100, timeout=WAIT_MS)
     expect(page.locator("#f-step")).to_have_text(STATUS_COMPLETED)
@@ -289,7 +293,8 @@ def test_stream_log_resumes_across_a_server_restart(
         # While the server is away, the browser logs its failed requests; nothing else may.
         dash.expected_errors = ["net::ERR_", "status of 503"]
         n = 6
-        dash.start("streaming", n, 0.25, unique_id("ui-restart"))
+        # 6 s of stream: the server goes away after entry 3 (about 1 s in), mid-stream.
+        dash.start("streaming", n, 1.0, unique_id("ui-restart"))
         expect(tab.locator("#stream-log li").nth(3)).to_be_attached(timeout=WAIT_MS)
         server.kill() if how == "killed" else server.stop()
         expect(tab.locator("#f-connection")).to_have_text("Reconnecting…")
