@@ -132,7 +132,7 @@ def test_get_workflow_event_waits_for_the_value(wc: TypedWorkflowClient) -> None
     """get_workflow_event returns the result event once the server-side wait sees it set."""
     wf = unique_id("ev")
     wc.start_workflow_with_events(wf, 3, step_seconds=0.05)
-    event = wc.get_workflow_event(wf, EVENT_RESULT, timeout=10)
+    event = wc.get_workflow_event(wf, EVENT_RESULT, timeout=WAIT)
     fibs = [r["fibonacci"] for r in event.value["results"]]
     assert (event.event_key, fibs) == (EVENT_RESULT, [1, 1, 2]), event
 
@@ -409,7 +409,9 @@ def test_iter_stream_resumes_after_dropped_connections(kind: str, base_url: str)
         event_hooks=live_requests(requests),
     ) as client:
         wf = unique_id("live")
-        client.start_workflow_with_streaming(wf, 3, step_seconds=0.4)
+        # Silences of 1 s between values: the first connection opens while the stream is
+        # being written, however slow, and every gap outlasts sse_read_timeout.
+        client.start_workflow_with_streaming(wf, 3, step_seconds=1.0)
         offsets = [i.offset for i in client.iter_stream(wf)]
     assert offsets == list(range(stream_entry_count(3))), offsets
     assert_resumed_with_last_event_id(requests)
@@ -470,7 +472,8 @@ def test_iter_stream_resumes_across_a_server_restart(kind: str, tmp_path: Path) 
             event_hooks=live_requests(requests),
         ) as client:
             wf = unique_id("restart")
-            client.start_workflow_with_streaming(wf, 4, step_seconds=0.5)
+            # 6 s of stream: the stop after offset 2 (about 1 s in) lands well before its end.
+            client.start_workflow_with_streaming(wf, 6, step_seconds=1.0)
             for item in client.iter_stream(wf):
                 offsets.append(item.offset)
                 if item.offset == 2 and second is None:
@@ -482,7 +485,7 @@ def test_iter_stream_resumes_across_a_server_restart(kind: str, tmp_path: Path) 
         first.stop()
         if second is not None:
             second.stop()
-    assert offsets == list(range(stream_entry_count(4))), offsets
+    assert offsets == list(range(stream_entry_count(6))), offsets
     assert second is not None, "the stream ended before the restart"
     resumed_at = [r.headers.get("Last-Event-ID") for r in requests[1:]]
     assert resumed_at and all(int(i) >= 2 for i in resumed_at), f"reconnects: {resumed_at}"
@@ -520,7 +523,8 @@ def test_async_client_runs_workflows_concurrently(base_url: str) -> None:
     async def body(client: AsyncWorkflowClient) -> list[Any]:
         async def one(i: int) -> Any:
             wf = unique_id(f"conc{i}")
-            await client.start_workflow_with_events(wf, 2, step_seconds=0.5)
+            # 4 s each: the five concurrent starts all land before the first could finish.
+            await client.start_workflow_with_events(wf, 2, step_seconds=2.0)
             return await client.wait_for_result(wf, timeout=WAIT, interval=0.05)
 
         return await asyncio.gather(*(one(i) for i in range(count)))
