@@ -60,7 +60,8 @@ from workflow_comm.client import (
     WorkflowClient,
     WorkflowClientError,
 )
-from workflow_comm.keys import (
+from workflow_comm.models import EventsPublic, StreamPage
+from workflow_comm.names import (
     EVENT_MESSAGE,
     EVENT_PROGRESS,
     EVENT_RESULT,
@@ -71,7 +72,6 @@ from workflow_comm.keys import (
     STATUS_WAITING,
     STREAM_PROGRESS,
 )
-from workflow_comm.models import EventsPublic, StreamPage
 
 __all__ = [
     "AsyncWorkflowClient",

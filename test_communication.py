@@ -34,9 +34,9 @@ import httpx
 import pytest
 
 from tests.support import ROOT, free_port, unique_id, wait_until
-from workflow_comm import keys
+from workflow_comm import names
 
-TERMINAL = keys.TERMINAL_STATUSES
+TERMINAL = names.TERMINAL_STATUSES
 # F(1)..F(10), written out: the server's arithmetic is checked against independent values.
 FIBONACCI_1_TO_10 = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55]
 
@@ -131,7 +131,7 @@ def waiting_messaging_workflow(client: httpx.Client, approval_timeout: float = 1
     """A messaging workflow that has reached its recv and waits for approval."""
     workflow_id = unique_id("waiting")
     start(client, "messaging", workflow_id, 2, step_seconds=0, approval_timeout=approval_timeout)
-    wait_event(client, workflow_id, keys.EVENT_STATUS, keys.STATUS_WAITING)
+    wait_event(client, workflow_id, names.EVENT_STATUS, names.STATUS_WAITING)
     return workflow_id
 
 
@@ -150,7 +150,7 @@ def long_stream(base_url: str, backend: str) -> str | None:
         return None
     workflow_id = unique_id("long-stream")
     with httpx.Client(base_url=base_url, timeout=30.0) as http:
-        start(http, "streaming", workflow_id, keys.N_STEPS_MAX, step_seconds=0)
+        start(http, "streaming", workflow_id, names.N_STEPS_MAX, step_seconds=0)
     return workflow_id
 
 
@@ -176,9 +176,9 @@ def test_events_start_returns_query_endpoints(client: httpx.Client) -> None:
     assert body["kind"] == "events" and body["created"] is True, body
     assert body["status_endpoint"] == f"/workflows/{workflow_id}"
     assert body["query_endpoints"] == {
-        "progress": f"{base}/{keys.EVENT_PROGRESS}",
-        "status": f"{base}/{keys.EVENT_STATUS}",
-        "result": f"{base}/{keys.EVENT_RESULT}",
+        "progress": f"{base}/{names.EVENT_PROGRESS}",
+        "status": f"{base}/{names.EVENT_STATUS}",
+        "result": f"{base}/{names.EVENT_RESULT}",
         "all_events": f"{base}/all",
     }
     assert wait_finished(client, workflow_id)["status"] == "SUCCESS"
@@ -193,7 +193,7 @@ def test_events_progress_is_monotonic_and_reaches_100(client: httpx.Client) -> N
     seen: list[int] = []
 
     def poll() -> bool:
-        seen.append(get_event(client, workflow_id, keys.EVENT_PROGRESS))
+        seen.append(get_event(client, workflow_id, names.EVENT_PROGRESS))
         return seen[-1] == 100
 
     wait_until(poll, timeout=30.0, what="progress 100")
@@ -210,14 +210,14 @@ def test_events_status_follows_the_steps_to_completed(client: httpx.Client) -> N
     workflow_id = unique_id("status")
     n_steps = 3
     start(client, "events", workflow_id, n_steps, step_seconds=1.0)  # long enough to be seen
-    order = [keys.STATUS_STARTED]
-    order += [keys.status_processing(step) for step in range(1, n_steps + 1)]
-    order += [keys.STATUS_COMPLETED]
+    order = [names.STATUS_STARTED]
+    order += [names.status_processing(step) for step in range(1, n_steps + 1)]
+    order += [names.STATUS_COMPLETED]
     seen: list[str] = []
 
     def poll() -> bool:
-        seen.append(get_event(client, workflow_id, keys.EVENT_STATUS))
-        return seen[-1] == keys.STATUS_COMPLETED
+        seen.append(get_event(client, workflow_id, names.EVENT_STATUS))
+        return seen[-1] == names.STATUS_COMPLETED
 
     wait_until(poll, timeout=30.0, what="status completed")
     assert set(seen) <= set(order), f"unexpected status values: {seen}"
@@ -231,7 +231,7 @@ def test_events_result_has_exact_fibonacci_values(client: httpx.Client) -> None:
     """`result` holds total_steps and F(1)..F(n) exactly; GET waits for it to be set."""
     workflow_id = unique_id("result")
     start(client, "events", workflow_id, 10, step_seconds=0)
-    result = get_event(client, workflow_id, keys.EVENT_RESULT, timeout=30.0)
+    result = get_event(client, workflow_id, names.EVENT_RESULT, timeout=30.0)
     assert result["total_steps"] == 10, result
     assert result["results"] == [
         {"n": n, "fibonacci": f} for n, f in enumerate(FIBONACCI_1_TO_10, start=1)
@@ -249,9 +249,9 @@ def test_events_all_returns_final_values(client: httpx.Client) -> None:
     assert response.json() == {
         "workflow_id": workflow_id,
         "events": {
-            keys.EVENT_STATUS: keys.STATUS_COMPLETED,
-            keys.EVENT_PROGRESS: 100,
-            keys.EVENT_RESULT: {"total_steps": 4, "results": fibonacci_table(4)},
+            names.EVENT_STATUS: names.STATUS_COMPLETED,
+            names.EVENT_PROGRESS: 100,
+            names.EVENT_RESULT: {"total_steps": 4, "results": fibonacci_table(4)},
         },
     }
 
@@ -283,11 +283,11 @@ def test_messaging_start_waits_for_approval(client: httpx.Client) -> None:
     assert body["workflow_id"] == workflow_id
     assert body["kind"] == "messaging" and body["created"] is True, body
     assert body["send_approval"] == f"/send-message/{workflow_id}"
-    assert body["topic"] == keys.TOPIC_NOTIFICATION
+    assert body["topic"] == names.TOPIC_NOTIFICATION
     assert body["approval_timeout"] == 600
     assert body["status_endpoint"] == f"/workflows/{workflow_id}"
     assert body["note"], body
-    wait_event(client, workflow_id, keys.EVENT_STATUS, keys.STATUS_WAITING)
+    wait_event(client, workflow_id, names.EVENT_STATUS, names.STATUS_WAITING)
     assert get_workflow(client, workflow_id)["status"] == "PENDING"
     client.post(f"/workflows/{workflow_id}/cancel")
 
@@ -299,20 +299,20 @@ def test_messaging_approval_completes_the_workflow(client: httpx.Client) -> None
     payload = {"approved": True, "message": "LGTM", "by": "reviewer"}
     sent = send(client, workflow_id, payload)
     assert sent["workflow_id"] == workflow_id
-    assert sent["payload"] == payload and sent["topic"] == keys.TOPIC_NOTIFICATION, sent
+    assert sent["payload"] == payload and sent["topic"] == names.TOPIC_NOTIFICATION, sent
     assert sent["idempotency_key"] is None, sent
     workflow = wait_finished(client, workflow_id)
     assert workflow["status"] == "SUCCESS", workflow
     assert workflow["result"] == {
-        "outcome": keys.STATUS_COMPLETED,
+        "outcome": names.STATUS_COMPLETED,
         "approved": True,
         "message": payload,
         "total_steps": 2,
         "results": fibonacci_table(2),
     }
-    assert get_event(client, workflow_id, keys.EVENT_MESSAGE) == payload
-    assert get_event(client, workflow_id, keys.EVENT_STATUS) == keys.STATUS_COMPLETED
-    assert get_event(client, workflow_id, keys.EVENT_PROGRESS) == 100
+    assert get_event(client, workflow_id, names.EVENT_MESSAGE) == payload
+    assert get_event(client, workflow_id, names.EVENT_STATUS) == names.STATUS_COMPLETED
+    assert get_event(client, workflow_id, names.EVENT_PROGRESS) == 100
 
 
 @pytest.mark.both_backends
@@ -330,14 +330,14 @@ def test_messaging_anything_but_approved_true_rejects(
     workflow = wait_finished(client, workflow_id)
     assert workflow["status"] == "SUCCESS", workflow
     assert workflow["result"] == {
-        "outcome": keys.STATUS_REJECTED,
+        "outcome": names.STATUS_REJECTED,
         "approved": False,
         "message": payload,
     }
     events = client.get(f"/workflow-events/{workflow_id}/all").json()["events"]
-    assert events[keys.EVENT_STATUS] == keys.STATUS_REJECTED
-    assert events[keys.EVENT_MESSAGE] == payload
-    assert keys.EVENT_PROGRESS not in events, f"a rejected workflow ran steps: {events}"
+    assert events[names.EVENT_STATUS] == names.STATUS_REJECTED
+    assert events[names.EVENT_MESSAGE] == payload
+    assert names.EVENT_PROGRESS not in events, f"a rejected workflow ran steps: {events}"
 
 
 @pytest.mark.both_backends
@@ -348,11 +348,11 @@ def test_messaging_times_out_without_a_message(client: httpx.Client) -> None:
     workflow = wait_finished(client, workflow_id)
     assert workflow["status"] == "SUCCESS", workflow
     assert workflow["result"] == {
-        "outcome": keys.STATUS_TIMED_OUT,
+        "outcome": names.STATUS_TIMED_OUT,
         "approved": False,
         "message": None,
     }
-    assert get_event(client, workflow_id, keys.EVENT_STATUS) == keys.STATUS_TIMED_OUT
+    assert get_event(client, workflow_id, names.EVENT_STATUS) == names.STATUS_TIMED_OUT
     waited_ms = workflow["completed_at"] - workflow["created_at"]
     assert waited_ms >= 950, f"timed out after {waited_ms} ms, before the 1 s approval_timeout"
 
@@ -375,7 +375,7 @@ def test_idempotency_key_repeat_is_never_delivered(client: httpx.Client) -> None
     rejection = {"approved": False, "sent": "after the repeat"}
     send(client, workflow_id, rejection)
     workflow = wait_finished(client, workflow_id)
-    assert workflow["result"]["outcome"] == keys.STATUS_REJECTED, (
+    assert workflow["result"]["outcome"] == names.STATUS_REJECTED, (
         f"the repeated Idempotency-Key was delivered: {workflow['result']}"
     )
     assert workflow["result"]["message"] == rejection, workflow["result"]
@@ -392,7 +392,7 @@ def test_streaming_start_says_how_long_the_stream_will_be(client: httpx.Client) 
     assert body["workflow_id"] == workflow_id
     assert body["kind"] == "streaming" and body["created"] is True, body
     assert body["read_stream"] == f"/workflow-stream/{workflow_id}"
-    assert body["stream_key"] == keys.STREAM_PROGRESS
+    assert body["stream_key"] == names.STREAM_PROGRESS
     assert body["expected_entries"] == 11, body
     assert body["status_endpoint"] == f"/workflows/{workflow_id}"
     wait_finished(client, workflow_id)
@@ -424,7 +424,7 @@ def test_stream_read_after_completion_is_whole_and_closed(client: httpx.Client) 
     start(client, "streaming", workflow_id, 4, step_seconds=0)
     wait_finished(client, workflow_id)
     page = read_stream(client, workflow_id)
-    assert page["workflow_id"] == workflow_id and page["stream_key"] == keys.STREAM_PROGRESS
+    assert page["workflow_id"] == workflow_id and page["stream_key"] == names.STREAM_PROGRESS
     assert page["total_messages"] == len(page["stream_values"]) == 11, page
     assert page["offset"] == 0 and page["next_offset"] == 11, page
     assert page["closed"] is True and page["has_more"] is False, page
@@ -514,7 +514,7 @@ def test_event_not_set_yet_is_404_after_the_timeout(client: httpx.Client) -> Non
     """An event a running workflow has not set: 404 "not set", after waiting `timeout`."""
     workflow_id = waiting_messaging_workflow(client)
     started = time.perf_counter()
-    response = client.get(f"/workflow-events/{workflow_id}/{keys.EVENT_RESULT}?timeout=1")
+    response = client.get(f"/workflow-events/{workflow_id}/{names.EVENT_RESULT}?timeout=1")
     elapsed = time.perf_counter() - started
     assert_error(response, 404, "not set")
     assert 0.95 <= elapsed < 6.0, f"answered after {elapsed:.2f}s for timeout=1"
@@ -671,7 +671,7 @@ async def wait_and_probe(base_url: str, workflow_id: str) -> dict[str, Any]:
         async def wait_once() -> tuple[httpx.Response, float]:
             started = time.perf_counter()
             response = await http.get(
-                f"/workflow-events/{workflow_id}/{keys.EVENT_RESULT}",
+                f"/workflow-events/{workflow_id}/{names.EVENT_RESULT}",
                 params={"timeout": WAITER_TIMEOUT},
             )
             return response, time.perf_counter() - started
@@ -727,7 +727,7 @@ async def wait_for_message_event(
 
         async def wait_once() -> tuple[httpx.Response, float]:
             response = await http.get(
-                f"/workflow-events/{workflow_id}/{keys.EVENT_MESSAGE}", params={"timeout": 30}
+                f"/workflow-events/{workflow_id}/{names.EVENT_MESSAGE}", params={"timeout": 30}
             )
             return response, time.perf_counter()
 
@@ -757,8 +757,8 @@ def test_waiting_clients_wake_when_the_event_is_set(client: httpx.Client, base_u
 
 # ---------------------------------------------------------------- bad input
 
-LONG_ID = "a" * (keys.WORKFLOW_ID_MAX_LEN + 1)
-BIG_BODY = json.dumps({"blob": "x" * keys.MESSAGE_MAX_BYTES_DEFAULT}).encode()
+LONG_ID = "a" * (names.WORKFLOW_ID_MAX_LEN + 1)
+BIG_BODY = json.dumps({"blob": "x" * names.MESSAGE_MAX_BYTES_DEFAULT}).encode()
 
 # (id, method, path, extra request arguments, expected status). {wf} is a waiting workflow.
 BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int]] = [
@@ -812,7 +812,7 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int]] = [
         "idempotency-key-too-long",
         "POST",
         "/send-message/{wf}",
-        {"json": {}, "headers": {"Idempotency-Key": "k" * (keys.IDEMPOTENCY_KEY_MAX_LEN + 1)}},
+        {"json": {}, "headers": {"Idempotency-Key": "k" * (names.IDEMPOTENCY_KEY_MAX_LEN + 1)}},
         422,
     ),
     ("limit-0", "GET", "/workflow-stream/{wf}?limit=0", {}, 422),
@@ -890,7 +890,7 @@ def test_unparseable_json_body_is_one_400_with_its_reason(
 def test_bad_messages_never_reach_the_workflow(client: httpx.Client, target_workflow: str) -> None:
     """After all the rejected sends, the target workflow is still waiting for its message."""
     assert get_workflow(client, target_workflow)["status"] == "PENDING"
-    assert get_event(client, target_workflow, keys.EVENT_STATUS) == keys.STATUS_WAITING
+    assert get_event(client, target_workflow, names.EVENT_STATUS) == names.STATUS_WAITING
 
 
 # ---------------------------------------------------------------- /workflows
@@ -940,7 +940,7 @@ def test_resume_a_cancelled_workflow_runs_it_to_the_end(client: httpx.Client) ->
     send(client, workflow_id, {"approved": True})
     workflow = wait_finished(client, workflow_id)
     assert workflow["status"] == "SUCCESS", workflow
-    assert workflow["result"]["outcome"] == keys.STATUS_COMPLETED, workflow["result"]
+    assert workflow["result"]["outcome"] == names.STATUS_COMPLETED, workflow["result"]
 
 
 def test_resume_is_409_for_finished_or_running_workflows(client: httpx.Client) -> None:
@@ -982,7 +982,7 @@ def test_long_stream_comes_whole_in_one_default_read(
 ) -> None:
     """One GET with default parameters returns all 3 + 2 * 1000 entries, closed."""
     page = read_stream(client, finished_long_stream)
-    expected = 3 + 2 * keys.N_STEPS_MAX
+    expected = 3 + 2 * names.N_STEPS_MAX
     assert page["total_messages"] == len(page["stream_values"]) == expected, (
         f"{page['total_messages']} entries, expected {expected}"
     )
@@ -990,7 +990,7 @@ def test_long_stream_comes_whole_in_one_default_read(
     assert page["next_offset"] == expected
     summary = page["stream_values"][-2]
     assert summary["type"] == "summary"
-    assert summary["results"] == fibonacci_table(keys.N_STEPS_MAX)
+    assert summary["results"] == fibonacci_table(names.N_STEPS_MAX)
 
 
 def test_long_stream_paging_reconstructs_the_same_list(

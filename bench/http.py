@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from workflow_comm.keys import TOPIC_NOTIFICATION
+from workflow_comm.names import TOPIC_NOTIFICATION
 
 
 class HTTPError(Exception):

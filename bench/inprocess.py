@@ -18,7 +18,7 @@ import uvloop
 from dbos import DBOS, SetWorkflowID
 
 from bench import scenarios
-from bench.workflows import bench_event_ticks, bench_stream_ticks
+from bench.timed_workflows import bench_event_ticks, bench_stream_ticks
 from workflow_comm.runtime import dbos_config
 from workflow_comm.settings import Settings
 from workflow_comm.workflows import workflow_with_events, workflow_with_messaging

@@ -20,8 +20,8 @@ import psycopg
 from bench.http import HTTPError, HTTPTransport
 from bench.scenarios import PARK_SEC, WAIT_TIMEOUT_SEC, collect_stream, drain, new_id
 from bench.stats import summarize, thin
-from bench.workflows import GO_TOPIC, TICK_STREAM
-from workflow_comm.keys import EVENT_MESSAGE, EVENT_STATUS, STATUS_WAITING, TOPIC_NOTIFICATION
+from bench.timed_workflows import GO_TOPIC, TICK_STREAM
+from workflow_comm.names import EVENT_MESSAGE, EVENT_STATUS, STATUS_WAITING, TOPIC_NOTIFICATION
 
 
 async def bounded(calls: Iterable[Awaitable[Any]], concurrency: int) -> list[Any]:

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from bench.workflows import GO_TOPIC, TICK_STREAM, tick_key
-from workflow_comm.keys import EVENT_MESSAGE, EVENT_STATUS, STATUS_WAITING, TOPIC_NOTIFICATION
+from bench.timed_workflows import GO_TOPIC, TICK_STREAM, tick_key
+from workflow_comm.names import EVENT_MESSAGE, EVENT_STATUS, STATUS_WAITING, TOPIC_NOTIFICATION
 
 # How long a reader is given to be parked in its wait before the write it waits for.
 PARK_SEC = 0.02

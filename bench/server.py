@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 from fastapi import APIRouter, FastAPI, Query
 
-from bench.workflows import bench_event_ticks, bench_stream_ticks
+from bench.timed_workflows import bench_event_ticks, bench_stream_ticks
 from workflow_comm.app import create_app
 from workflow_comm.params import WorkflowId
 

@@ -38,10 +38,10 @@ import psycopg
 from httpx_sse import connect_sse
 
 from tests.support import ServerProcess, ThrowawayPostgres, unique_id, wait_until
-from workflow_comm import keys
+from workflow_comm import names
 
-TERMINAL = keys.TERMINAL_STATUSES
-KINDS: tuple[keys.WorkflowKind, ...] = ("events", "messaging", "streaming")
+TERMINAL = names.TERMINAL_STATUSES
+KINDS: tuple[names.WorkflowKind, ...] = ("events", "messaging", "streaming")
 # Long enough that no approval times out however long the campaign runs: the recv deadline
 # is durable and keeps running while the server is down.
 APPROVAL_TIMEOUT = 3600.0
@@ -68,7 +68,7 @@ def fibonacci_table(n_steps: int) -> list[dict[str, int]]:
 class Planned:
     """One workflow the campaign starts, and what it must end as."""
 
-    kind: keys.WorkflowKind
+    kind: names.WorkflowKind
     workflow_id: str
     n_steps: int
     step_seconds: float
@@ -88,7 +88,7 @@ class Planned:
         return params
 
 
-def plan_workflow(rng: random.Random, kind: keys.WorkflowKind, prefix: str = "crash") -> Planned:
+def plan_workflow(rng: random.Random, kind: names.WorkflowKind, prefix: str = "crash") -> Planned:
     planned = Planned(
         kind=kind,
         workflow_id=unique_id(f"{prefix}-{kind}"),
@@ -103,7 +103,7 @@ def plan_workflow(rng: random.Random, kind: keys.WorkflowKind, prefix: str = "cr
     return planned
 
 
-def plan_target(rng: random.Random, kind: keys.WorkflowKind) -> Planned:
+def plan_target(rng: random.Random, kind: names.WorkflowKind) -> Planned:
     """A kill target: a long workflow of `kind` (messaging: approved, so its steps run too)."""
     planned = plan_workflow(rng, kind, prefix="crash-target")
     planned.n_steps, planned.step_seconds = TARGET_STEPS, TARGET_STEP_SECONDS
@@ -140,11 +140,11 @@ def steps_left(http: httpx.Client, planned: Planned) -> int | None:
     if response.status_code == 404:
         return None
     events = response.json()["events"]
-    if keys.EVENT_RESULT in events:
+    if names.EVENT_RESULT in events:
         return 0
-    if keys.EVENT_STATUS not in events:
+    if names.EVENT_STATUS not in events:
         return None
-    return planned.n_steps - steps_done(events.get(keys.EVENT_PROGRESS, 0), planned.n_steps)
+    return planned.n_steps - steps_done(events.get(names.EVENT_PROGRESS, 0), planned.n_steps)
 
 
 @dataclass
@@ -299,7 +299,7 @@ def message_rows(db: psycopg.Connection, workflow_id: str) -> list[tuple[Any, bo
     rows = db.execute(
         "SELECT message, consumed FROM dbos.notifications"
         " WHERE destination_uuid = %s AND topic = %s",
-        (workflow_id, keys.TOPIC_NOTIFICATION),
+        (workflow_id, names.TOPIC_NOTIFICATION),
     ).fetchall()
     return [(json.loads(message), consumed) for message, consumed in rows]
 
@@ -341,7 +341,7 @@ def verify_workflow(
     events = request_until_answered(http, "GET", f"/workflow-events/{wid}/all").json()["events"]
     if planned.kind == "events":
         expected = {"total_steps": planned.n_steps, "results": results}
-        final = {"status": keys.STATUS_COMPLETED, "progress": 100, "result": expected}
+        final = {"status": names.STATUS_COMPLETED, "progress": 100, "result": expected}
         assert events == final, f"{wid}: events {events}, expected {final}"
         assert status["result"] == expected, f"{wid}: result {status['result']}"
     elif planned.kind == "messaging":
@@ -349,21 +349,21 @@ def verify_workflow(
         assert planned.acknowledged, f"{wid}: the approval was never acknowledged"
         if planned.approve:
             expected = {
-                "outcome": keys.STATUS_COMPLETED,
+                "outcome": names.STATUS_COMPLETED,
                 "approved": True,
                 "message": payload,
                 "total_steps": planned.n_steps,
                 "results": results,
             }
             final = {
-                "status": keys.STATUS_COMPLETED,
+                "status": names.STATUS_COMPLETED,
                 "progress": 100,
                 "message": payload,
                 "result": expected,
             }
         else:
-            expected = {"outcome": keys.STATUS_REJECTED, "approved": False, "message": payload}
-            final = {"status": keys.STATUS_REJECTED, "message": payload, "result": expected}
+            expected = {"outcome": names.STATUS_REJECTED, "approved": False, "message": payload}
+            final = {"status": names.STATUS_REJECTED, "message": payload, "result": expected}
         assert events == final, f"{wid}: events {events}, expected {final}"
         assert status["result"] == expected, f"{wid}: result {status['result']}"
         rows = message_rows(db, wid)
@@ -464,7 +464,7 @@ class Campaign:
 def await_targets(
     http: httpx.Client,
     campaign: Campaign,
-    targets: dict[keys.WorkflowKind, Planned],
+    targets: dict[names.WorkflowKind, Planned],
     report: CampaignReport,
 ) -> int:
     """Wait until every target is seen running with TARGET_STEPS_LEFT or more steps to go.

@@ -29,7 +29,7 @@ from playwright.sync_api import (
 )
 
 from tests.support import ServerProcess, unique_id
-from workflow_comm.keys import STATUS_COMPLETED, STATUS_REJECTED, STATUS_WAITING
+from workflow_comm.names import STATUS_COMPLETED, STATUS_REJECTED, STATUS_WAITING
 from workflow_comm.workflows import stream_entry_count
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -38,7 +38,7 @@ from workflow_comm.client import (
     Unauthorized,
     ValidationFailed,
 )
-from workflow_comm.keys import (
+from workflow_comm.names import (
     EVENT_PROGRESS,
     EVENT_RESULT,
     EVENT_STATUS,

@@ -35,7 +35,7 @@ from tests.crash_campaign import (
     wait_finished,
 )
 from tests.support import ServerProcess, ThrowawayPostgres, unique_id
-from workflow_comm import keys
+from workflow_comm import names
 
 pytestmark = pytest.mark.needs_own_server
 
@@ -194,12 +194,12 @@ def follow_live(record: OutageRecord, base_url: str, workflow_id: str) -> None:
 def watch_approval(record: OutageRecord, base_url: str) -> None:
     """Note when the approved workflow's status first moves past waiting_for_approval."""
     assert record.approval is not None
-    url = f"{base_url}/workflow-events/{record.approval.workflow_id}/{keys.EVENT_STATUS}"
+    url = f"{base_url}/workflow-events/{record.approval.workflow_id}/{names.EVENT_STATUS}"
     deadline = time.monotonic() + 90
     with httpx.Client(timeout=30.0) as http:
         while time.monotonic() < deadline:
             response = http.get(url, params={"timeout": 0})
-            if response.status_code == 200 and response.json()["value"] != keys.STATUS_WAITING:
+            if response.status_code == 200 and response.json()["value"] != names.STATUS_WAITING:
                 record.approval_seen_at = time.monotonic()
                 return
             time.sleep(0.1)

@@ -6,7 +6,7 @@
   runs, or says why not (see "Python blocks" below).
 - Every endpoint in the README table exists in the OpenAPI schema, and every operation of the
   schema is in the table.
-- Every setting and its default, and every bound in keys.py, is in the README as in the code.
+- Every setting and its default, and every bound in names.py, is in the README as in the code.
 - Every HTTP row of the QUICK_REFERENCE blocking table is measured against the server.
 - The Python code patterns use DBOS APIs that exist, and no sync DBOS call in async code
   unless the line is marked as the wrong way (❌).
@@ -56,7 +56,7 @@ import pytest
 from dbos import DBOS
 
 from tests.support import ROOT, ServerProcess, unique_id, wait_until
-from workflow_comm import keys
+from workflow_comm import names
 from workflow_comm.settings import DEFAULT_SQLITE_URL, Settings
 
 DOCS = ("README.md", "QUICK_REFERENCE.md")  # the documents with curl walkthroughs and tables
@@ -613,19 +613,19 @@ def test_setting_is_documented(name: str) -> None:
 def numeric_bounds() -> dict[str, int | float]:
     return {
         name: value
-        for name, value in vars(keys).items()
+        for name, value in vars(names).items()
         if name.isupper() and isinstance(value, int | float) and not isinstance(value, bool)
     }
 
 
 def test_bounds_match_keys() -> None:
-    """Each bound the README names has the value keys.py gives it, and none is left out."""
+    """Each bound the README names has the value names.py gives it, and none is left out."""
     named: set[str] = set()
     for row in markdown_table("README.md", "## Bounds and limits"):
         for name in ticked(row[-1]):
-            assert hasattr(keys, name), f"README names keys.{name}, which does not exist"
+            assert hasattr(names, name), f"README names names.{name}, which does not exist"
             named.add(name)
-            value = getattr(keys, name)
+            value = getattr(names, name)
             if isinstance(value, str):
                 continue
             text = f"{value:g}" if isinstance(value, float) else str(value)
@@ -807,7 +807,7 @@ def check_send_does_not_wait_for_receipt(client: httpx.Client, base_url: str) ->
         assert answer.status_code == 200, answer.text
         assert elapsed < AT_ONCE, f"POST /send-message took {elapsed:.3f}s"
         status = client.get(f"/workflow-events/{wf}/status").json()["value"]
-        assert status == keys.STATUS_WAITING, f"the workflow moved on: {status}"
+        assert status == names.STATUS_WAITING, f"the workflow moved on: {status}"
     finally:
         cancel(client, wf)
 

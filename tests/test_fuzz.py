@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from workflow_comm import keys
+from workflow_comm import names
 from workflow_comm.app import create_app
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
@@ -46,10 +46,10 @@ CHECKS = [
 ]
 # Valid values above these are lowered to them: (parameter, lowest valid, highest valid, cap).
 CAPS = [
-    ("step_seconds", 0, keys.STEP_SECONDS_MAX, 0),
-    ("approval_timeout", 0, keys.APPROVAL_TIMEOUT_MAX, 0.2),
-    ("timeout", 0, keys.EVENT_TIMEOUT_MAX, 0.2),
-    ("n_steps", keys.N_STEPS_MIN, keys.N_STEPS_MAX, 3),
+    ("step_seconds", 0, names.STEP_SECONDS_MAX, 0),
+    ("approval_timeout", 0, names.APPROVAL_TIMEOUT_MAX, 0.2),
+    ("timeout", 0, names.EVENT_TIMEOUT_MAX, 0.2),
+    ("n_steps", names.N_STEPS_MIN, names.N_STEPS_MAX, 3),
 ]
 statuses: Counter[str] = Counter()
 

@@ -24,12 +24,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support import ServerProcess, free_port, unique_id, wait_until
-from workflow_comm import keys
+from workflow_comm import names
 from workflow_comm.workflows import percent_done, stream_entry_count
 
 # Named events that end a live response; everything else is an unnamed ("message") event.
 END_EVENTS = {"closed", "overflow", "shutdown"}
-TERMINAL = keys.TERMINAL_STATUSES
+TERMINAL = names.TERMINAL_STATUSES
 # A live response may idle between values; a read that waits this long means it is stuck.
 SSE_TIMEOUT = httpx.Timeout(30.0, read=15.0)
 WS_TIMEOUT = 15.0
@@ -218,7 +218,7 @@ def test_stream_values_arrive_in_order_exactly_once_while_running(client: httpx.
     assert status in {"PENDING", "SUCCESS"}, f"closed {closed.data}"
     assert closed.json() == {
         "workflow_id": workflow_id,
-        "key": keys.STREAM_PROGRESS,
+        "key": names.STREAM_PROGRESS,
         "status": status,
         "next_offset": expected,
     }, f"closed {closed.data}"
@@ -388,8 +388,8 @@ def test_events_watch_sees_every_progress_change(client: httpx.Client) -> None:
     start(client, "events", workflow_id, n_steps, step_seconds=0.05)
     events = read_sse(client, f"/workflow-events/{workflow_id}/live")
     changes = [event.json() for event in events if event.event == "message"]
-    progress = [change["value"] for change in changes if change["key"] == keys.EVENT_PROGRESS]
-    statuses = [change["value"] for change in changes if change["key"] == keys.EVENT_STATUS]
+    progress = [change["value"] for change in changes if change["key"] == names.EVENT_PROGRESS]
+    statuses = [change["value"] for change in changes if change["key"] == names.EVENT_STATUS]
     every = [0] + [percent_done(step, n_steps) for step in range(1, n_steps + 1)]
 
     assert progress, f"no progress value in {changes}"
@@ -397,7 +397,7 @@ def test_events_watch_sees_every_progress_change(client: httpx.Client) -> None:
     versions = [change["version"] for change in changes]
     assert versions == sorted(set(versions)), f"versions not increasing: {versions}"
     assert [int(event.id) for event in events[:-1]] == versions, "ids != versions"
-    assert statuses[-1] == keys.STATUS_COMPLETED, f"statuses {statuses}"
+    assert statuses[-1] == names.STATUS_COMPLETED, f"statuses {statuses}"
     assert events[-1].event == "closed", f"last event {events[-1].event}: {events[-1].data}"
     assert events[-1].json() == {"workflow_id": workflow_id, "status": "SUCCESS"}, (
         f"closed {events[-1].data}"
@@ -492,12 +492,12 @@ def test_websocket_send_is_acked_and_the_workflow_reacts(
         close_code = ws.close_code
 
     acks = [frame for frame in frames if frame["type"] == "ack"]
-    assert acks == [{"type": "ack", "id": "a1", "topic": keys.TOPIC_NOTIFICATION}], f"{frames}"
+    assert acks == [{"type": "ack", "id": "a1", "topic": names.TOPIC_NOTIFICATION}], f"{frames}"
     statuses = [f["value"] for f in frames if f["type"] == "event" and f["key"] == "status"]
-    assert statuses[0] == keys.STATUS_APPROVED and statuses[-1] == keys.STATUS_COMPLETED, (
+    assert statuses[0] == names.STATUS_APPROVED and statuses[-1] == names.STATUS_COMPLETED, (
         f"status events after the send: {statuses}"
     )
-    assert keys.status_processing(2) in statuses, f"status events {statuses}"
+    assert names.status_processing(2) in statuses, f"status events {statuses}"
     messages = [f["value"] for f in frames if f["type"] == "event" and f["key"] == "message"]
     assert messages == [payload], f"message events {messages}"
     assert frames[-1] == {"type": "closed", "status": "SUCCESS"}, f"last frame {frames[-1]}"
@@ -520,11 +520,11 @@ def test_websocket_stream_frames_carry_offsets(client: httpx.Client, base_url: s
 
     offsets = [frame["offset"] for frame in stream]
     assert offsets == list(range(expected)), f"offsets {offsets}"
-    assert {frame["key"] for frame in stream} == {keys.STREAM_PROGRESS}, f"{stream[:2]}"
+    assert {frame["key"] for frame in stream} == {names.STREAM_PROGRESS}, f"{stream[:2]}"
     assert [frame["value"] for frame in stream] == stored_stream(client, workflow_id)
     closes = [frame for frame in frames if frame["type"] == "stream_closed"]
     assert closes == [
-        {"type": "stream_closed", "key": keys.STREAM_PROGRESS, "next_offset": expected}
+        {"type": "stream_closed", "key": names.STREAM_PROGRESS, "next_offset": expected}
     ], f"stream_closed frames {closes}"
     assert frames[-1] == {"type": "closed", "status": "SUCCESS"}, f"last frame {frames[-1]}"
 
@@ -557,13 +557,13 @@ def test_websocket_bad_frames_get_errors_and_socket_stays_usable(
     for (_, expected), error in zip(bad, errors, strict=True):
         assert expected.lower() in error["detail"].lower(), f"{expected!r} not in {error}"
     assert [e["id"] for e in errors[1:4]] == ["b2", "b3", "b4"], f"error ids {errors}"
-    assert frames[-1] == {"type": "ack", "id": "ok", "topic": keys.TOPIC_NOTIFICATION}, (
+    assert frames[-1] == {"type": "ack", "id": "ok", "topic": names.TOPIC_NOTIFICATION}, (
         f"after the bad frames: {frames[-1]}"
     )
 
 
 # COMM_MAX_MESSAGE_BYTES and the transport's hard cap on a frame (4 times it) by default.
-MESSAGE_BOUND = keys.MESSAGE_MAX_BYTES_DEFAULT
+MESSAGE_BOUND = names.MESSAGE_MAX_BYTES_DEFAULT
 FRAME_CAP = 4 * MESSAGE_BOUND
 
 
@@ -733,7 +733,7 @@ def test_invalid_last_event_id_gets_422(client: httpx.Client, last_event_id: str
 @pytest.mark.parametrize(
     "path", ["/workflow-stream/{}/live", "/workflow-events/{}/live"], ids=["stream", "events"]
 )
-@pytest.mark.parametrize("last_event_id", [-1, keys.STREAM_OFFSET_MAX])
+@pytest.mark.parametrize("last_event_id", [-1, names.STREAM_OFFSET_MAX])
 def test_last_event_id_out_of_bounds_is_a_422_naming_the_header(
     client: httpx.Client, path: str, last_event_id: int
 ) -> None:
@@ -757,10 +757,10 @@ def test_last_event_id_at_its_bound_resumes_at_the_offset_bound(client: httpx.Cl
     events = read_sse(
         client,
         f"/workflow-stream/{workflow_id}/live",
-        headers={"Last-Event-ID": str(keys.STREAM_OFFSET_MAX - 1)},
+        headers={"Last-Event-ID": str(names.STREAM_OFFSET_MAX - 1)},
     )
     assert [event.event for event in events] == ["closed"], [e.event for e in events]
-    assert events[0].json()["next_offset"] == keys.STREAM_OFFSET_MAX, events[0].data
+    assert events[0].json()["next_offset"] == names.STREAM_OFFSET_MAX, events[0].data
 
 
 # Last: it stops the tuned server (a later user of it would restart it).
@@ -795,7 +795,7 @@ def test_sigterm_ends_live_connections_and_exits_promptly(
         ws_close = ws.close_code
     print(f"\n[shutdown] server exited {exit_code} {took:.2f}s after SIGTERM")  # noqa: T201
 
-    assert first.json()["value"] == keys.STATUS_WAITING, f"first event {first.data}"
+    assert first.json()["value"] == names.STATUS_WAITING, f"first event {first.data}"
     assert rest and rest[-1].event == "shutdown", f"SSE after SIGTERM: {rest}"
     assert rest[-1].json()["last_event_id"] == int(first.id), f"shutdown {rest[-1].data}"
     assert frames[-1:] == [{"type": "shutdown", "resume_offset": 0}], f"socket: {frames}"

@@ -36,7 +36,7 @@ from tests.crash_campaign import (
     wait_finished,
 )
 from tests.support import ServerProcess, ThrowawayPostgres, unique_id, wait_until
-from workflow_comm import keys
+from workflow_comm import names
 from workflow_comm.settings import Settings
 from workflow_comm.takeover import executor_lock_key
 
@@ -113,11 +113,11 @@ def test_started_on_a_messaged_on_b_followed_live_on_c(trio: list[ServerProcess]
     changes = [data for event, _, data in seen if event == "message"]
     final = {change["key"]: change["value"] for change in changes}
     first = changes[0]
-    assert first["value"] == keys.STATUS_WAITING, f"C's first event, before B's send: {first}"
+    assert first["value"] == names.STATUS_WAITING, f"C's first event, before B's send: {first}"
     assert seen[-1][0] == "closed", f"C's live events ended with {seen[-1]}"
-    assert final[keys.EVENT_MESSAGE] == payload, f"C saw message {final.get(keys.EVENT_MESSAGE)}"
-    assert final[keys.EVENT_STATUS] == keys.STATUS_COMPLETED, f"C's final status: {final}"
-    assert final[keys.EVENT_PROGRESS] == 100, f"C's final progress: {final}"
+    assert final[names.EVENT_MESSAGE] == payload, f"C saw message {final.get(names.EVENT_MESSAGE)}"
+    assert final[names.EVENT_STATUS] == names.STATUS_COMPLETED, f"C's final status: {final}"
+    assert final[names.EVENT_PROGRESS] == 100, f"C's final progress: {final}"
     versions = [change["version"] for change in changes]
     assert versions == sorted(set(versions)), f"C's versions not increasing: {versions}"
 
@@ -243,7 +243,7 @@ def test_survivor_takes_over_a_dead_instance(
     a, b, c = trio
     survivors = {executor_of(b), executor_of(c)}
     rng = random.Random()
-    kinds: list[keys.WorkflowKind] = ["events", "streaming", "messaging", "messaging"]
+    kinds: list[names.WorkflowKind] = ["events", "streaming", "messaging", "messaging"]
     planned = [plan_workflow(rng, kind, prefix="takeover") for kind in kinds]
     for item in planned:
         # 10 s each: every one is still running when A is killed, however slow the starts.
@@ -319,7 +319,7 @@ def mid_flight(http: httpx.Client, server: ServerProcess, planned: list[Planned]
             continue  # waits for its approval: that is its work for now
         else:
             events = http.get(f"{server.base_url}/workflow-events/{wid}/all").json()["events"]
-            begun = events.get(keys.EVENT_PROGRESS, 0)
+            begun = events.get(names.EVENT_PROGRESS, 0)
         if not begun:
             return False
     return True

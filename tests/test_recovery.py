@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from tests.support import ServerProcess, ThrowawayPostgres, unique_id, wait_until
-from workflow_comm import keys
+from workflow_comm import names
 
 pytestmark = pytest.mark.needs_own_server
 
-TERMINAL = keys.TERMINAL_STATUSES
+TERMINAL = names.TERMINAL_STATUSES
 N_STEPS = 10
 STEP_SECONDS = 1.0
 # The kill comes once two steps are done and before five are: at least 5 s of work remain,
@@ -94,10 +94,10 @@ def crash(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         start(http, "messaging", ids["messaging"], 2, step_seconds=0, approval_timeout=120)
 
         def all_mid_way() -> tuple[int, list[Any]] | None:
-            progress = events_of(http, ids["events"]).get(keys.EVENT_PROGRESS, 0)
+            progress = events_of(http, ids["events"]).get(names.EVENT_PROGRESS, 0)
             stream = get_json(http, f"/workflow-stream/{ids['streaming']}")["stream_values"]
-            status = events_of(http, ids["messaging"]).get(keys.EVENT_STATUS)
-            waiting = status == keys.STATUS_WAITING
+            status = events_of(http, ids["messaging"]).get(names.EVENT_STATUS)
+            waiting = status == names.STATUS_WAITING
             low, high = DONE_BEFORE_KILL
             results = sum(1 for value in stream if value["type"] == "result")
             if progress > high * 100 // N_STEPS or results > high:
@@ -164,9 +164,9 @@ def test_events_workflow_survives_sigkill_with_correct_final_events(crash: Crash
     result = {"total_steps": N_STEPS, "results": fibonacci_table(N_STEPS)}
     assert workflow["result"] == result
     assert events == {
-        keys.EVENT_STATUS: keys.STATUS_COMPLETED,
-        keys.EVENT_PROGRESS: 100,
-        keys.EVENT_RESULT: result,
+        names.EVENT_STATUS: names.STATUS_COMPLETED,
+        names.EVENT_PROGRESS: 100,
+        names.EVENT_RESULT: result,
     }
 
 
@@ -180,12 +180,12 @@ def test_messaging_workflow_killed_while_waiting_still_takes_its_approval(crash:
     assert response.status_code == 200, response.text
     workflow = wait_finished(crash, crash.messaging_id)
     assert workflow["result"] == {
-        "outcome": keys.STATUS_COMPLETED,
+        "outcome": names.STATUS_COMPLETED,
         "approved": True,
         "message": payload,
         "total_steps": 2,
         "results": fibonacci_table(2),
     }
     events = events_of(crash.http, crash.messaging_id)
-    assert events[keys.EVENT_MESSAGE] == payload
-    assert events[keys.EVENT_STATUS] == keys.STATUS_COMPLETED
+    assert events[names.EVENT_MESSAGE] == payload
+    assert events[names.EVENT_STATUS] == names.STATUS_COMPLETED

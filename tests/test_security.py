@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support import ServerProcess, unique_id, wait_until
-from workflow_comm import keys
+from workflow_comm import names
 
 pytestmark = pytest.mark.needs_own_server
 
@@ -88,7 +88,7 @@ def events_of(http: httpx.Client, key: str, workflow_id: str) -> dict[str, Any]:
 def waiting(http: httpx.Client, key: str, workflow_id: str) -> None:
     """Wait until a messaging workflow waits for its approval."""
     wait_until(
-        lambda: events_of(http, key, workflow_id).get(keys.EVENT_STATUS) == keys.STATUS_WAITING,
+        lambda: events_of(http, key, workflow_id).get(names.EVENT_STATUS) == names.STATUS_WAITING,
         timeout=TIMEOUT,
         what=f"{workflow_id} waiting for approval",
     )
@@ -103,7 +103,7 @@ def assert_untouched(http: httpx.Client, key: str, workflow_id: str, after: str)
     sent = http.post(f"/send-message/{workflow_id}", json=approval, headers=bearer(key))
     assert sent.status_code == 200, sent.text
     received = wait_until(
-        lambda: events_of(http, key, workflow_id).get(keys.EVENT_MESSAGE),
+        lambda: events_of(http, key, workflow_id).get(names.EVENT_MESSAGE),
         timeout=TIMEOUT,
         what="the owner's message received",
     )
@@ -370,7 +370,7 @@ def test_operator_key_sees_tenant_workflows_under_stored_id(http: httpx.Client) 
 def test_tenant_id_length_leaves_room_for_the_prefix(http: httpx.Client) -> None:
     """Tenant "acme" may use IDs of up to 128 - len("acme--") = 122 characters: 122 starts,
     123 is a 422 that says the limit."""
-    room = keys.WORKFLOW_ID_MAX_LEN - len("acme--")
+    room = names.WORKFLOW_ID_MAX_LEN - len("acme--")
     longest = unique_id("sec-len").ljust(room, "x")
     too_long = longest + "x"
     ok = http.post(f"/start-workflow-events/{longest}/1?step_seconds=0", headers=bearer(ACME_KEY))
@@ -396,7 +396,7 @@ def test_tenant_id_too_long_is_a_list_of_field_errors(
 ) -> None:
     """An ID valid alone but too long with the tenant prefix gets the documented 422: a
     list of field errors, like any out-of-bounds parameter, naming path.workflow_id."""
-    room = keys.WORKFLOW_ID_MAX_LEN - len("acme--")
+    room = names.WORKFLOW_ID_MAX_LEN - len("acme--")
     too_long = unique_id("sec-long").ljust(room + 1, "x")
     response = http.request(method, path.format(id=too_long), headers=bearer(ACME_KEY))
     assert response.status_code == 422, f"{response.status_code} {response.text}"
@@ -410,7 +410,7 @@ def test_tenant_id_too_long_is_a_list_of_field_errors(
 
 def test_tenant_websocket_with_an_id_too_long_is_closed_4422(secured: ServerProcess) -> None:
     """The WebSocket's answer to the same ID: an error frame naming the field, close 4422."""
-    room = keys.WORKFLOW_ID_MAX_LEN - len("acme--")
+    room = names.WORKFLOW_ID_MAX_LEN - len("acme--")
     too_long = unique_id("sec-long-ws").ljust(room + 1, "x")
     with connect(ws_url(secured.base_url, too_long, ACME_KEY), open_timeout=TIMEOUT) as ws:
         frames, code = close_code_after_frames(ws)
@@ -505,11 +505,11 @@ def test_waiting_requests_per_client_are_capped(secured: ServerProcess, http: ht
     admitted once they returned."""
     workflow_id = unique_id("sec-waits")
     start(http, WRITE_KEY, "messaging", workflow_id, approval_timeout=APPROVAL_TIMEOUT)
-    path = f"/workflow-events/{workflow_id}/{keys.EVENT_RESULT}"
+    path = f"/workflow-events/{workflow_id}/{names.EVENT_RESULT}"
     results: list[httpx.Response] = []
     # The waiters return once the result is set: the longest wait the server allows keeps
     # them waiting through everything before the approval, however slow the machine.
-    wait_seconds = keys.EVENT_TIMEOUT_MAX
+    wait_seconds = names.EVENT_TIMEOUT_MAX
 
     def wait_for_result() -> None:
         with httpx.Client(base_url=secured.base_url, timeout=wait_seconds + TIMEOUT) as own:

@@ -22,6 +22,7 @@ from workflow_comm.limits import BodySizeLimit, ClientWaits
 from workflow_comm.logs import bind_workflow_id
 from workflow_comm.routes import (
     apidocs,
+    control,
     dashboard,
     events,
     health,
@@ -30,7 +31,6 @@ from workflow_comm.routes import (
     metrics,
     streaming,
     websocket,
-    workflows,
 )
 from workflow_comm.runtime import lifespan
 from workflow_comm.settings import Settings
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
     )
     app.include_router(websocket.router)  # authorizes in its handler, with close codes
-    for area in (events, messaging, streaming, workflows):
+    for area in (events, messaging, streaming, control):
         app.include_router(
             area.router,
             dependencies=[Depends(bind_workflow_id), Depends(authorize)],

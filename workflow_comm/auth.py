@@ -21,7 +21,7 @@ answer reveals that another tenant used the name. Lists are filtered by the pref
 database query. An owner attribute checked after each lookup could not do that: IDs are
 unique in DBOS, so a tenant starting an ID another one holds would have to be refused.
 
-The stored ID keeps the bounds of every workflow ID (keys.WORKFLOW_ID_MAX_LEN), so a tenant
+The stored ID keeps the bounds of every workflow ID (names.WORKFLOW_ID_MAX_LEN), so a tenant
 key's IDs can be 128 - len(tenant) - 2 characters long; a longer one gets the 422 of any
 out-of-bounds parameter, a list of field errors naming path.workflow_id. A key
 without a tenant is an operator's key: it sees every workflow, under its stored ID.
@@ -42,7 +42,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from workflow_comm import keys
+from workflow_comm import names
 from workflow_comm.settings import ApiKey
 
 TENANT_SEPARATOR = "--"
@@ -76,14 +76,14 @@ def stored_id(workflow_id: str) -> str:
     if tenant is None:
         return workflow_id
     stored = f"{tenant}{TENANT_SEPARATOR}{workflow_id}"
-    if len(stored) > keys.WORKFLOW_ID_MAX_LEN:
-        room = keys.WORKFLOW_ID_MAX_LEN - len(tenant) - len(TENANT_SEPARATOR)
+    if len(stored) > names.WORKFLOW_ID_MAX_LEN:
+        room = names.WORKFLOW_ID_MAX_LEN - len(tenant) - len(TENANT_SEPARATOR)
         # The same shape as FastAPI's own 422s: every workflow ID is a path parameter.
         error = {
             "type": "string_too_long",
             "loc": ("path", "workflow_id"),
             "msg": f"Workflow ID too long: at most {room} characters for this key "
-            f"(its tenant prefix takes the rest of {keys.WORKFLOW_ID_MAX_LEN})",
+            f"(its tenant prefix takes the rest of {names.WORKFLOW_ID_MAX_LEN})",
             "input": workflow_id,
             "ctx": {"max_length": room},
         }

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from workflow_comm.keys import WorkflowKind
+from workflow_comm.names import WorkflowKind
 
 # No `*_created` series: Prometheus needs none of them, and they double the output.
 disable_created_metrics()  # type: ignore[no-untyped-call]

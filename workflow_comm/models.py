@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from workflow_comm.keys import (
+from workflow_comm.names import (
     IDEMPOTENCY_KEY_MAX_LEN,
     TOPIC_MAX_LEN,
     TOPIC_NOTIFICATION,

@@ -11,9 +11,9 @@ from fastapi import HTTPException
 
 from workflow_comm.auth import stored_id
 from workflow_comm.errors import within_db_timeout
-from workflow_comm.keys import WorkflowKind
 from workflow_comm.metrics import WORKFLOWS_STARTED
 from workflow_comm.models import WorkflowPublic
+from workflow_comm.names import WorkflowKind
 from workflow_comm.workflows import KIND_BY_FUNCTION
 
 

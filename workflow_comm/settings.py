@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from starlette.requests import HTTPConnection
 
 from workflow_comm import __version__
-from workflow_comm.keys import MESSAGE_MAX_BYTES_DEFAULT
+from workflow_comm.names import MESSAGE_MAX_BYTES_DEFAULT
 
 APP_NAME = "dbos-workflow-communication"
 # DBOS's own default for an app of this name; dbos-config.yaml resolves to the same file.

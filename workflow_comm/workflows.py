@@ -12,7 +12,8 @@ from typing import Any
 
 from dbos import DBOS
 
-from workflow_comm.keys import (
+from workflow_comm.metrics import count_finished
+from workflow_comm.names import (
     EVENT_MESSAGE,
     EVENT_PROGRESS,
     EVENT_RESULT,
@@ -28,7 +29,6 @@ from workflow_comm.keys import (
     WorkflowKind,
     status_processing,
 )
-from workflow_comm.metrics import count_finished
 
 
 def fibonacci(n: int) -> int:

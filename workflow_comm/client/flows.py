@@ -36,7 +36,6 @@ from workflow_comm.client.errors import (
     StreamDisconnected,
     error_from_response,
 )
-from workflow_comm.keys import TERMINAL_STATUSES, WorkflowKind
 from workflow_comm.models import (
     EventPublic,
     EventsPublic,
@@ -51,6 +50,7 @@ from workflow_comm.models import (
     WorkflowsPublic,
     WorkflowStatusName,
 )
+from workflow_comm.names import TERMINAL_STATUSES, WorkflowKind
 
 logger = logging.getLogger("workflow_comm.client")
 

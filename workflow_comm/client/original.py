@@ -28,7 +28,7 @@ from workflow_comm.client.errors import (
     WorkflowClientError,
 )
 from workflow_comm.client.typed import DEFAULT_BASE_URL, TypedWorkflowClient
-from workflow_comm.keys import EVENT_PROGRESS, EVENT_RESULT, EVENT_STATUS, TERMINAL_STATUSES
+from workflow_comm.names import EVENT_PROGRESS, EVENT_RESULT, EVENT_STATUS, TERMINAL_STATUSES
 
 __all__ = ["WorkflowClient"]
 

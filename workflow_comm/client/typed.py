@@ -55,7 +55,6 @@ from workflow_comm.client.flows import (
     Stepper,
     StreamItem,
 )
-from workflow_comm.keys import STREAM_PROGRESS, TOPIC_NOTIFICATION, WorkflowKind
 from workflow_comm.models import (
     EventPublic,
     EventsPublic,
@@ -70,6 +69,7 @@ from workflow_comm.models import (
     WorkflowsPublic,
     WorkflowStatusName,
 )
+from workflow_comm.names import STREAM_PROGRESS, TOPIC_NOTIFICATION, WorkflowKind
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")

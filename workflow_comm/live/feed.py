@@ -15,7 +15,6 @@ from typing import Any
 
 from dbos import DBOS
 
-from workflow_comm.keys import TERMINAL_STATUSES
 from workflow_comm.live.database import EventHistory
 from workflow_comm.live.items import (
     Control,
@@ -30,6 +29,7 @@ from workflow_comm.live.items import (
     StreamValue,
 )
 from workflow_comm.models import WorkflowPublic
+from workflow_comm.names import TERMINAL_STATUSES
 from workflow_comm.service import describe, read_page
 
 logger = logging.getLogger("workflow_comm")

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from dbos import DBOS
 
-from workflow_comm.keys import TERMINAL_STATUSES
+from workflow_comm.names import TERMINAL_STATUSES
 
 logger = logging.getLogger("workflow_comm")
 

@@ -1,1 +1,3 @@
-"""One router per area: events, messaging, streaming, workflows, health."""
+"""One router per area: events, messaging, streaming, control (status, list, cancel, resume),
+live (SSE), websocket, health, metrics, dashboard and apidocs. app.py includes them, with the
+dependencies and error answers the workflow routers share."""

@@ -1,7 +1,7 @@
 """The web dashboard: one page at `/`, its scripts and styles under `/static`.
 
 Plain HTML, CSS and JavaScript modules, no build step and nothing from the internet. The
-names and bounds the page needs come from `keys`, written into the page as JSON, so the page
+names and bounds the page needs come from `names`, written into the page as JSON, so the page
 never repeats a literal the server owns.
 """
 
@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from workflow_comm import keys
+from workflow_comm import names
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CONFIG_PLACEHOLDER = "{{ dashboard_config }}"
@@ -41,33 +41,33 @@ def page_config() -> dict[str, Any]:
     rule and bounds. The page's scripts take them from here, never their own copies."""
     return {
         "events": {
-            "status": keys.EVENT_STATUS,
-            "progress": keys.EVENT_PROGRESS,
-            "result": keys.EVENT_RESULT,
-            "message": keys.EVENT_MESSAGE,
+            "status": names.EVENT_STATUS,
+            "progress": names.EVENT_PROGRESS,
+            "result": names.EVENT_RESULT,
+            "message": names.EVENT_MESSAGE,
         },
-        "topic": keys.TOPIC_NOTIFICATION,
-        "streamKey": keys.STREAM_PROGRESS,
+        "topic": names.TOPIC_NOTIFICATION,
+        "streamKey": names.STREAM_PROGRESS,
         "statuses": {
-            "waiting": keys.STATUS_WAITING,
-            "completed": keys.STATUS_COMPLETED,
-            "rejected": keys.STATUS_REJECTED,
-            "timedOut": keys.STATUS_TIMED_OUT,
+            "waiting": names.STATUS_WAITING,
+            "completed": names.STATUS_COMPLETED,
+            "rejected": names.STATUS_REJECTED,
+            "timedOut": names.STATUS_TIMED_OUT,
         },
         "bounds": {
-            "workflowIdMaxLength": keys.WORKFLOW_ID_MAX_LEN,
-            "nSteps": [keys.N_STEPS_MIN, keys.N_STEPS_MAX],
-            "stepSeconds": [0, keys.STEP_SECONDS_MAX],
-            "approvalTimeoutMax": keys.APPROVAL_TIMEOUT_MAX,
-            "topicMaxLength": keys.TOPIC_MAX_LEN,
+            "workflowIdMaxLength": names.WORKFLOW_ID_MAX_LEN,
+            "nSteps": [names.N_STEPS_MIN, names.N_STEPS_MAX],
+            "stepSeconds": [0, names.STEP_SECONDS_MAX],
+            "approvalTimeoutMax": names.APPROVAL_TIMEOUT_MAX,
+            "topicMaxLength": names.TOPIC_MAX_LEN,
         },
         "defaults": {
-            "stepSeconds": keys.STEP_SECONDS_DEFAULT,
-            "approvalTimeout": keys.APPROVAL_TIMEOUT_DEFAULT,
+            "stepSeconds": names.STEP_SECONDS_DEFAULT,
+            "approvalTimeout": names.APPROVAL_TIMEOUT_DEFAULT,
         },
-        "workflowIdPattern": keys.WORKFLOW_ID_PATTERN,
-        "workflowIdRule": keys.WORKFLOW_ID_RULE,
-        "terminalStatuses": sorted(keys.TERMINAL_STATUSES),
+        "workflowIdPattern": names.WORKFLOW_ID_PATTERN,
+        "workflowIdRule": names.WORKFLOW_ID_RULE,
+        "terminalStatuses": sorted(names.TERMINAL_STATUSES),
     }
 
 

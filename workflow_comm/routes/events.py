@@ -6,7 +6,7 @@ from typing import Any
 from dbos import DBOS
 from fastapi import APIRouter, HTTPException, Request
 
-from workflow_comm import keys
+from workflow_comm import names
 from workflow_comm.auth import stored_id
 from workflow_comm.errors import (
     ID_TAKEN,
@@ -38,7 +38,7 @@ router = APIRouter(tags=["events"])
 async def start_workflow_events(
     workflow_id: WorkflowId,
     n_steps: NSteps,
-    step_seconds: StepSeconds = keys.STEP_SECONDS_DEFAULT,
+    step_seconds: StepSeconds = names.STEP_SECONDS_DEFAULT,
 ) -> EventsWorkflowStarted:
     """Start a workflow that publishes `status`, `progress` and `result` events."""
     started = await start_once("events", workflow_with_events, workflow_id, n_steps, step_seconds)
@@ -46,9 +46,9 @@ async def start_workflow_events(
     return EventsWorkflowStarted(
         **started.answer(f"Started workflow {workflow_id} with {n_steps} steps"),
         query_endpoints=EventEndpoints(
-            progress=f"{base}/{keys.EVENT_PROGRESS}",
-            status=f"{base}/{keys.EVENT_STATUS}",
-            result=f"{base}/{keys.EVENT_RESULT}",
+            progress=f"{base}/{names.EVENT_PROGRESS}",
+            status=f"{base}/{names.EVENT_STATUS}",
+            result=f"{base}/{names.EVENT_RESULT}",
             all_events=f"{base}/all",
         ),
     )
@@ -78,7 +78,7 @@ async def get_workflow_event(
     request: Request,
     workflow_id: WorkflowId,
     event_key: EventKey,
-    timeout: EventTimeout = keys.EVENT_TIMEOUT_DEFAULT,
+    timeout: EventTimeout = names.EVENT_TIMEOUT_DEFAULT,
 ) -> EventPublic:
     """The event's latest value, waiting up to `timeout` seconds for it to be set.
 
@@ -87,7 +87,7 @@ async def get_workflow_event(
     """
     status = await require_status(workflow_id)
     # DBOS would wait out the whole timeout on a finished workflow; it can set nothing more.
-    final: str | None = status.status if status.status in keys.TERMINAL_STATUSES else None
+    final: str | None = status.status if status.status in names.TERMINAL_STATUSES else None
     stored = stored_id(workflow_id)
     if final is not None or timeout == 0:
         value = await within_db_timeout(DBOS.get_event_async(stored, event_key, timeout_seconds=0))

@@ -14,7 +14,7 @@ import fastapi.routing
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from workflow_comm import keys
+from workflow_comm import names
 from workflow_comm.auth import stored_id
 from workflow_comm.live.feed import Interest, Subscriber
 from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
@@ -44,7 +44,7 @@ LastEventId = Annotated[
     Header(
         alias="Last-Event-ID",
         ge=0,
-        le=keys.STREAM_OFFSET_MAX - 1,
+        le=names.STREAM_OFFSET_MAX - 1,
         description="Resume after this id (0 to 2^30 - 1): the id of the last event received.",
     ),
 ]
@@ -83,7 +83,7 @@ async def _subscription(
 async def stream_subscription(
     hub: Hub,
     workflow_id: WorkflowId,
-    key: StreamKey = keys.STREAM_PROGRESS,
+    key: StreamKey = names.STREAM_PROGRESS,
     offset: StreamOffset = 0,
     last_event_id: LastEventId = None,
 ) -> AsyncIterator[Subscriber]:

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from dbos import DBOS
 from fastapi import APIRouter, Body
 
-from workflow_comm import keys
+from workflow_comm import names
 from workflow_comm.auth import stored_id
 from workflow_comm.errors import ID_TAKEN, READ_ONLY_KEY, error_responses, within_db_timeout
 from workflow_comm.metrics import MESSAGES_SENT
@@ -32,8 +32,8 @@ router = APIRouter(tags=["messaging"], responses=error_responses({403: READ_ONLY
 async def start_workflow_messaging(
     workflow_id: WorkflowId,
     n_steps: NSteps,
-    step_seconds: StepSeconds = keys.STEP_SECONDS_DEFAULT,
-    approval_timeout: ApprovalTimeout = keys.APPROVAL_TIMEOUT_DEFAULT,
+    step_seconds: StepSeconds = names.STEP_SECONDS_DEFAULT,
+    approval_timeout: ApprovalTimeout = names.APPROVAL_TIMEOUT_DEFAULT,
 ) -> MessagingWorkflowStarted:
     """Start a workflow that waits for an approval message before running its steps."""
     started = await start_once(
@@ -43,7 +43,7 @@ async def start_workflow_messaging(
     return MessagingWorkflowStarted(
         **started.answer(f"Started workflow {workflow_id}; it is waiting for approval"),
         send_approval=f"/send-message/{workflow_id}",
-        topic=keys.TOPIC_NOTIFICATION,
+        topic=names.TOPIC_NOTIFICATION,
         approval_timeout=approval_timeout,
         note=(
             f'POST {{"approved": true}} to /send-message/{workflow_id} within '
@@ -69,7 +69,7 @@ async def send_message(
         dict[str, Any],
         Body(description="Any JSON object", examples=[{"approved": True, "message": "LGTM"}]),
     ],
-    topic: Topic = keys.TOPIC_NOTIFICATION,
+    topic: Topic = names.TOPIC_NOTIFICATION,
     idempotency_key: IdempotencyKey = None,
 ) -> MessageSent:
     """Send a JSON object to the workflow. It waits in the workflow's mailbox until received."""

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from workflow_comm import keys
+from workflow_comm import names
 from workflow_comm.errors import ID_TAKEN, READ_ONLY_KEY, error_responses, within_db_timeout
 from workflow_comm.models import StreamingWorkflowStarted, StreamPage
 from workflow_comm.params import (
@@ -27,7 +27,7 @@ router = APIRouter(tags=["streaming"])
 async def start_workflow_streaming(
     workflow_id: WorkflowId,
     n_steps: NSteps,
-    step_seconds: StepSeconds = keys.STEP_SECONDS_DEFAULT,
+    step_seconds: StepSeconds = names.STEP_SECONDS_DEFAULT,
 ) -> StreamingWorkflowStarted:
     """Start a workflow that writes `progress_stream`: 3 + 2 * n_steps entries, then closes it."""
     started = await start_once(
@@ -37,7 +37,7 @@ async def start_workflow_streaming(
     return StreamingWorkflowStarted(
         **started.answer(f"Started workflow {workflow_id} streaming {n_steps} steps"),
         read_stream=f"/workflow-stream/{workflow_id}",
-        stream_key=keys.STREAM_PROGRESS,
+        stream_key=names.STREAM_PROGRESS,
         expected_entries=stream_entry_count(n_steps),
     )
 
@@ -46,8 +46,8 @@ async def start_workflow_streaming(
 async def read_workflow_stream(
     workflow_id: WorkflowId,
     offset: StreamOffset = 0,
-    limit: StreamLimit = keys.STREAM_PAGE_MAX,
-    key: StreamKey = keys.STREAM_PROGRESS,
+    limit: StreamLimit = names.STREAM_PAGE_MAX,
+    key: StreamKey = names.STREAM_PROGRESS,
 ) -> StreamPage:
     """Everything written from `offset` so far, at once; `closed` says whether more will come."""
     await require_status(workflow_id)

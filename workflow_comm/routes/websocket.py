@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconn
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from pydantic import ValidationError
 
-from workflow_comm import keys
+from workflow_comm import names
 from workflow_comm.auth import current_caller, identify, socket_key, stored_id
 from workflow_comm.errors import DatabaseUnavailable, within_db_timeout
 from workflow_comm.live.feed import Interest, Subscriber
@@ -87,9 +87,9 @@ async def workflow_socket(
     workflow_id: WorkflowId,
     stream_key: Annotated[
         str,
-        Query(min_length=1, max_length=keys.EVENT_KEY_MAX_LEN, pattern=keys.WORKFLOW_ID_PATTERN),
-    ] = keys.STREAM_PROGRESS,
-    stream_offset: Annotated[int, Query(ge=0, le=keys.STREAM_OFFSET_MAX)] = 0,
+        Query(min_length=1, max_length=names.EVENT_KEY_MAX_LEN, pattern=names.WORKFLOW_ID_PATTERN),
+    ] = names.STREAM_PROGRESS,
+    stream_offset: Annotated[int, Query(ge=0, le=names.STREAM_OFFSET_MAX)] = 0,
 ) -> None:
     """Frames out: stream, event, status, ack, error, closed. Frames in: {"type": "send", ...}."""
     await websocket.accept()
@@ -169,7 +169,7 @@ async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: fl
                 # The feed is shared: show the workflow under the ID this client uses.
                 seen = item.workflow.model_copy(update={"workflow_id": workflow_id})
                 frame = {"type": "status", "workflow": seen.model_dump()}
-                if seen.status in keys.TERMINAL_STATUSES and not events_done:
+                if seen.status in names.TERMINAL_STATUSES and not events_done:
                     final_status = frame
                 else:
                     await socket.send(frame)

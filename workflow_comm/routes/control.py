@@ -3,14 +3,13 @@
 from dbos import DBOS, WorkflowStatus
 from fastapi import APIRouter, HTTPException, Request
 
-from workflow_comm import keys
+from workflow_comm import names
 from workflow_comm.auth import (
     public_id,
     stored_id,
     tenant_prefix,
 )
 from workflow_comm.errors import READ_ONLY_KEY, error_responses, within_db_timeout
-from workflow_comm.keys import WorkflowKind
 from workflow_comm.metrics import WORKFLOWS_FINISHED
 from workflow_comm.models import (
     WorkflowAction,
@@ -18,6 +17,7 @@ from workflow_comm.models import (
     WorkflowsPublic,
     WorkflowStatusName,
 )
+from workflow_comm.names import WorkflowKind
 from workflow_comm.params import ListLimit, WorkflowId
 from workflow_comm.service import describe, require_status
 from workflow_comm.settings import SettingsDep
@@ -39,7 +39,7 @@ RESUME_APPLIES_TO = (
 async def list_workflows(
     status: WorkflowStatusName | None = None,
     kind: WorkflowKind | None = None,
-    limit: ListLimit = keys.WORKFLOW_LIST_DEFAULT,
+    limit: ListLimit = names.WORKFLOW_LIST_DEFAULT,
 ) -> WorkflowsPublic:
     """Recent workflows, newest first, optionally filtered by status and kind."""
     found = await within_db_timeout(
@@ -69,7 +69,7 @@ async def get_workflow(workflow_id: WorkflowId) -> WorkflowPublic:
 async def cancel_workflow(workflow_id: WorkflowId) -> WorkflowAction:
     """Cancel a workflow that has not finished; it stops at its next step."""
     status = await require_status(workflow_id)
-    if status.status in keys.TERMINAL_STATUSES:
+    if status.status in names.TERMINAL_STATUSES:
         raise HTTPException(
             409, f"Workflow '{workflow_id}' already finished with status {status.status}."
         )
