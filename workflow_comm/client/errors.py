@@ -4,25 +4,6 @@ from typing import Any
 
 import httpx
 
-__all__ = [
-    "BadRequest",
-    "ClientTimeout",
-    "Conflict",
-    "ConnectionFailed",
-    "Forbidden",
-    "NotFound",
-    "PayloadTooLarge",
-    "ServerError",
-    "ServiceUnavailable",
-    "StreamDisconnected",
-    "TooManyRequests",
-    "Unauthorized",
-    "ValidationFailed",
-    "WorkflowClientError",
-    "error_from_response",
-    "transport_error",
-]
-
 
 class WorkflowClientError(Exception):
     """Base of every error this client raises.
