@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import ServerProcess, ThrowawayPostgres
+from tests.support import OwnServer, ServerProcess, ThrowawayPostgres
 
 BACKENDS = ("postgres", "sqlite")
 
@@ -81,6 +81,42 @@ def base_url(request: pytest.FixtureRequest, backend: str) -> str:
         return url.rstrip("/")
     server: ServerProcess = request.getfixturevalue(f"{backend}_server")
     return server.base_url
+
+
+@pytest.fixture(scope="module")
+def own_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OwnServer]:
+    """Start a server of the module's own: `own_server(env={...})` on the shared Postgres,
+    `own_server(backend="sqlite")` on the SQLite default, each in a folder of its own.
+
+    It returns the started ServerProcess; every server it started is stopped when the module
+    ends.
+    """
+    started: list[ServerProcess] = []
+
+    def start(env: dict[str, str] | None = None, *, backend: str = "postgres") -> ServerProcess:
+        assert backend in BACKENDS, backend
+        # Postgres only when asked for: a module of SQLite servers starts none.
+        database_url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+        server = ServerProcess(
+            database_url,
+            env=env,
+            workdir=tmp_path_factory.mktemp(f"own-{backend}-server"),
+        )
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    """A client of the module's own `server`, a fixture the module defines (with own_server)."""
+    with server.client() as client:
+        yield client
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -30,6 +30,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def fibonacci_table(n_steps: int) -> list[dict[str, int]]:
+    """The `results` a workflow of n steps must produce, F(1)..F(n), computed here on its own
+    (not by the server's code) so the server's arithmetic is checked against it."""
+    a, b, rows = 0, 1, []
+    for n in range(1, n_steps + 1):
+        a, b = b, a + b
+        rows.append({"n": n, "fibonacci": a})
+    return rows
 
 
 def wait_until(
@@ -77,8 +87,31 @@ class ThrowawayPostgres:
             self._server.ensure_postgres_running()
 
 
+def process_env(
+    database_url: str | None, settings: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a process of this project started by a test or the benchmark.
+
+    This process's environment without any COMM_ setting of its own, the given
+    `DBOS_SYSTEM_DATABASE_URL` (none: the SQLite default), the project folder on PYTHONPATH,
+    and `settings` (e.g. COMM_EXECUTOR_ID=...) on top.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMM_")}
+    env.pop("DBOS_SYSTEM_DATABASE_URL", None)
+    if database_url:
+        env["DBOS_SYSTEM_DATABASE_URL"] = database_url
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(settings or {})
+    return env
+
+
 class ServerProcess:
-    """`python server.py` as a child process, on its own port, with its own log file."""
+    """`python server.py` as a child process, on its own port, with its own log file.
+
+    A subclass serves something else by overriding `command()` (and `ready_path`).
+    """
+
+    ready_path = "/health"  # answers 200 once the server serves
 
     def __init__(
         self,
@@ -93,33 +126,37 @@ class ServerProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="comm-server-"))
         self.log_path = self.workdir / f"server-{self.port}.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("COMM_")}
-        self.env.pop("DBOS_SYSTEM_DATABASE_URL", None)
-        if database_url:
-            self.env["DBOS_SYSTEM_DATABASE_URL"] = database_url
-        self.env["COMM_EXECUTOR_ID"] = executor_id or unique_id("executor")
-        self.env["COMM_LOG_LEVEL"] = "WARNING"
-        self.env["PYTHONPATH"] = str(ROOT)
-        self.env.update(env or {})
+        self.env = process_env(
+            database_url,
+            {
+                "COMM_EXECUTOR_ID": executor_id or unique_id("executor"),
+                "COMM_LOG_LEVEL": "WARNING",
+                **(env or {}),
+            },
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_timeout: float = 60.0) -> "ServerProcess":
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "server.py"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=self.workdir,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+    def command(self) -> list[str]:
+        """The command line that starts the server on `self.port`."""
+        return [
+            sys.executable,
+            str(ROOT / "server.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+
+    def start(self, ready_timeout: float = 60.0) -> Self:
+        """Start the server (output to its log file) and wait until it answers `ready_path`."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         wait_until(self._ready, timeout=ready_timeout, interval=0.1, what=f"{self.base_url} ready")
         return self
 
@@ -128,9 +165,19 @@ class ServerProcess:
         if self.process.poll() is not None:
             raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
         try:
-            return httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200
+            response = httpx.get(f"{self.base_url}{self.ready_path}", timeout=1.0)
         except httpx.HTTPError:
             return False
+        return response.status_code == 200
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def client(self, timeout: float | httpx.Timeout = 30.0, **options: Any) -> httpx.Client:
+        """A blocking HTTP client of this server."""
+        return httpx.Client(base_url=self.base_url, timeout=timeout, **options)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
@@ -155,11 +202,15 @@ class ServerProcess:
         except OSError:
             return ""
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+# conftest's `own_server` fixture: own_server(env=None, *, backend="postgres") -> a started server.
+OwnServer = Callable[..., ServerProcess]
 
 
 class AsyncClientAsSync:
