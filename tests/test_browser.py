@@ -28,7 +28,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.support import ServerProcess, unique_id
+from tests.support import OwnServer, ServerProcess, unique_id
 from workflow_comm.names import STATUS_COMPLETED, STATUS_REJECTED, STATUS_WAITING
 from workflow_comm.workflows import stream_entry_count
 
@@ -272,13 +272,9 @@ def test_stream_log_shows_every_entry_once_in_order(dashboard: Dashboard) -> Non
 
 
 @pytest.fixture(scope="module")
-def restartable_server(
-    postgres_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+def restartable_server(own_server: OwnServer) -> ServerProcess:
     """A server of our own on Postgres, to kill and restart (same executor ID and port)."""
-    workdir = tmp_path_factory.mktemp("restartable")
-    with ServerProcess(postgres_url, executor_id=unique_id("executor"), workdir=workdir) as server:
-        yield server
+    return own_server()
 
 
 @pytest.mark.needs_own_server
@@ -479,14 +475,9 @@ ASK_FOR_KEY = "This server requires an API key. Please enter yours here, then pr
 
 
 @pytest.fixture(scope="module")
-def keyed_server(
-    postgres_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+def keyed_server(own_server: OwnServer) -> ServerProcess:
     """A server of our own that requires API keys: one write key and one read key."""
-    env = {"COMM_API_KEYS": f"{WRITE_KEY}:write,{READ_KEY}:read"}
-    workdir = tmp_path_factory.mktemp("keyed")
-    with ServerProcess(postgres_url, env=env, workdir=workdir) as server:
-        yield server
+    return own_server(env={"COMM_API_KEYS": f"{WRITE_KEY}:write,{READ_KEY}:read"})
 
 
 @pytest.fixture

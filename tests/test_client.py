@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 import client_examples
-from tests.support import ROOT, AsyncClientAsSync, ServerProcess, free_port, unique_id
+from tests.support import ROOT, AsyncClientAsSync, OwnServer, ServerProcess, free_port, unique_id
 from workflow_comm import client as client_module
 from workflow_comm.client import (
     AsyncWorkflowClient,
@@ -569,11 +569,9 @@ READ_KEY = secrets.token_urlsafe(24)
 
 
 @pytest.fixture(scope="module")
-def keyed_server(postgres_url: str) -> Iterator[ServerProcess]:
+def keyed_server(own_server: OwnServer) -> ServerProcess:
     """A server of our own that requires API keys: one write key and one read key."""
-    env = {"COMM_API_KEYS": f"{WRITE_KEY}:write,{READ_KEY}:read"}
-    with ServerProcess(postgres_url, env=env) as server:
-        yield server
+    return own_server(env={"COMM_API_KEYS": f"{WRITE_KEY}:write,{READ_KEY}:read"})
 
 
 @pytest.mark.needs_own_server

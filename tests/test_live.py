@@ -23,7 +23,7 @@ from httpx_sse import EventSource, ServerSentEvent, aconnect_sse, connect_sse
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.support import ServerProcess, free_port, unique_id, wait_until
+from tests.support import OwnServer, ServerProcess, free_port, unique_id, wait_until
 from workflow_comm import names
 from workflow_comm.workflows import percent_done, stream_entry_count
 
@@ -146,7 +146,7 @@ TUNED_SEND_BUFFER = 4096
 
 
 @pytest.fixture(scope="module")
-def tuned_server(postgres_url: str) -> Iterator[ServerProcess]:
+def tuned_server(own_server: OwnServer) -> ServerProcess:
     """A server of this module's own on the shared Postgres, with small live limits."""
     env = {
         "COMM_MAX_LIVE_CONNECTIONS": str(TUNED_CAP),
@@ -154,8 +154,7 @@ def tuned_server(postgres_url: str) -> Iterator[ServerProcess]:
         "COMM_LIVE_BUFFER": str(TUNED_BUFFER),
         "COMM_SOCKET_SEND_BUFFER": str(TUNED_SEND_BUFFER),
     }
-    with ServerProcess(postgres_url, env=env) as server:
-        yield server
+    return own_server(env=env)
 
 
 def open_live_connections(http: httpx.Client) -> float:
@@ -176,7 +175,7 @@ def tuned(tuned_server: ServerProcess) -> Iterator[httpx.Client]:
     assert tuned_server.process is not None
     if tuned_server.process.poll() is not None:
         tuned_server.start()
-    with httpx.Client(base_url=tuned_server.base_url, timeout=SSE_TIMEOUT) as http:
+    with tuned_server.client(timeout=SSE_TIMEOUT) as http:
         wait_until(
             lambda: open_live_connections(http) == 0,
             timeout=30,

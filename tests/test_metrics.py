@@ -8,7 +8,6 @@ module must not share the server with anything else (it is their own).
 """
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from tests.support import ServerProcess, unique_id, wait_until
+from tests.support import OwnServer, ServerProcess, unique_id, wait_until
 from workflow_comm.workflows import stream_entry_count
 
 pytestmark = pytest.mark.needs_own_server
@@ -35,16 +34,9 @@ METRIC_FAMILIES = (
 
 
 @pytest.fixture(scope="module")
-def server(postgres_url: str) -> Iterator[ServerProcess]:
-    env = {"COMM_LOG_FORMAT": "json", "COMM_LOG_LEVEL": "INFO"}
-    with ServerProcess(postgres_url, env=env) as process:
-        yield process
-
-
-@pytest.fixture
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=TIMEOUT) as client:
-        yield client
+def server(own_server: OwnServer) -> ServerProcess:
+    """This module's own server (conftest's `http` is a client of it)."""
+    return own_server(env={"COMM_LOG_FORMAT": "json", "COMM_LOG_LEVEL": "INFO"})
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

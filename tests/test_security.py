@@ -11,7 +11,6 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.support import ServerProcess, unique_id, wait_until
+from tests.support import OwnServer, ServerProcess, unique_id, wait_until
 from workflow_comm import names
 
 pytestmark = pytest.mark.needs_own_server
@@ -41,21 +40,15 @@ APPROVAL_TIMEOUT = 600
 
 
 @pytest.fixture(scope="module")
-def secured(postgres_url: str) -> Iterator[ServerProcess]:
+def server(own_server: OwnServer) -> ServerProcess:
+    """The secured server of this module's own (conftest's `http` is a client of it)."""
     env = {
         "COMM_API_KEYS": API_KEYS,
         "COMM_CORS_ORIGINS": ORIGIN,
         "COMM_LOG_LEVEL": "INFO",  # access log on: it must not show keys
         "COMM_MAX_WAITS_PER_CLIENT": str(MAX_WAITS),
     }
-    with ServerProcess(postgres_url, env=env) as server:
-        yield server
-
-
-@pytest.fixture
-def http(secured: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=secured.base_url, timeout=TIMEOUT) as client:
-        yield client
+    return own_server(env=env)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -220,25 +213,25 @@ def test_query_key_is_taken_by_live_endpoints_only(http: httpx.Client) -> None:
     assert "live endpoints only" in plain.json()["detail"], plain.text
 
 
-def test_websocket_without_key_is_closed_4401(secured: ServerProcess, http: httpx.Client) -> None:
+def test_websocket_without_key_is_closed_4401(server: ServerProcess, http: httpx.Client) -> None:
     """A WebSocket without a key gets an error frame and close code 4401."""
     workflow_id = unique_id("sec-ws-nokey")
     start(http, WRITE_KEY, "events", workflow_id)
-    with connect(ws_url(secured.base_url, workflow_id), open_timeout=TIMEOUT) as ws:
+    with connect(ws_url(server.base_url, workflow_id), open_timeout=TIMEOUT) as ws:
         frames, code = close_code_after_frames(ws)
     assert code == 4401, f"close code {code}, frames {frames}"
     assert frames and frames[0]["type"] == "error" and "API key" in frames[0]["detail"], frames
 
 
 def test_websocket_read_key_watches_but_cannot_send(
-    secured: ServerProcess, http: httpx.Client
+    server: ServerProcess, http: httpx.Client
 ) -> None:
     """A read key's WebSocket gets the workflow's frames, but a `send` gets an error frame
     and the workflow never receives the message."""
     workflow_id = unique_id("sec-ws-read")
     start(http, WRITE_KEY, "messaging", workflow_id, approval_timeout=APPROVAL_TIMEOUT)
     waiting(http, WRITE_KEY, workflow_id)
-    url = ws_url(secured.base_url, workflow_id, READ_KEY)
+    url = ws_url(server.base_url, workflow_id, READ_KEY)
     with connect(url, open_timeout=TIMEOUT) as ws:
         first = first_frame(ws)
         ws.send(json.dumps({"type": "send", "id": "r1", "payload": {"approved": True}}))
@@ -251,7 +244,7 @@ def test_websocket_read_key_watches_but_cannot_send(
     assert_untouched(http, WRITE_KEY, workflow_id, "a read key's WebSocket send")
 
 
-def test_keys_never_appear_in_the_log(secured: ServerProcess, http: httpx.Client) -> None:
+def test_keys_never_appear_in_the_log(server: ServerProcess, http: httpx.Client) -> None:
     """After requests with every key in headers and in `?api_key=` (SSE and WebSocket), the
     server's log (access log on) holds none of the keys; the query shows as [redacted]."""
     workflow_id = unique_id("sec-log")
@@ -262,13 +255,13 @@ def test_keys_never_appear_in_the_log(secured: ServerProcess, http: httpx.Client
         http.get("/workflows", headers={"X-API-Key": key})
         http.get(f"/workflows/{workflow_id}", params={"api_key": key})
         http.get(f"/workflows/{workflow_id}/live", params={"api_key": key})
-    with connect(ws_url(secured.base_url, workflow_id, ACME_KEY), open_timeout=TIMEOUT) as ws:
+    with connect(ws_url(server.base_url, workflow_id, ACME_KEY), open_timeout=TIMEOUT) as ws:
         close_code_after_frames(ws)
 
     ws_line = f'"WebSocket /ws/workflows/{workflow_id}?api_key=[redacted]"'
 
     def log_with_redactions() -> str | None:
-        text = secured.log_path.read_text(errors="replace")
+        text = server.log_path.read_text(errors="replace")
         done = text.count("[redacted]") >= 2 * len(ALL_KEYS) + 1 and ws_line in text
         return text if done else None
 
@@ -319,12 +312,12 @@ def test_other_tenants_workflow_is_404(
 
 
 def test_other_tenants_websocket_is_closed_as_unknown(
-    secured: ServerProcess, http: httpx.Client
+    server: ServerProcess, http: httpx.Client
 ) -> None:
     """Tenant beta's WebSocket on acme's workflow closes with 4404, as for an unknown ID."""
     workflow_id = unique_id("sec-acme-ws")
     start(http, ACME_KEY, "messaging", workflow_id, approval_timeout=60)
-    with connect(ws_url(secured.base_url, workflow_id, BETA_KEY), open_timeout=TIMEOUT) as ws:
+    with connect(ws_url(server.base_url, workflow_id, BETA_KEY), open_timeout=TIMEOUT) as ws:
         frames, code = close_code_after_frames(ws)
     assert code == 4404, f"close code {code}, frames {frames}"
     assert "does not exist" in frames[0]["detail"], frames
@@ -408,11 +401,11 @@ def test_tenant_id_too_long_is_a_list_of_field_errors(
     assert f"at most {room} characters" in detail[0]["msg"], detail
 
 
-def test_tenant_websocket_with_an_id_too_long_is_closed_4422(secured: ServerProcess) -> None:
+def test_tenant_websocket_with_an_id_too_long_is_closed_4422(server: ServerProcess) -> None:
     """The WebSocket's answer to the same ID: an error frame naming the field, close 4422."""
     room = names.WORKFLOW_ID_MAX_LEN - len("acme--")
     too_long = unique_id("sec-long-ws").ljust(room + 1, "x")
-    with connect(ws_url(secured.base_url, too_long, ACME_KEY), open_timeout=TIMEOUT) as ws:
+    with connect(ws_url(server.base_url, too_long, ACME_KEY), open_timeout=TIMEOUT) as ws:
         frames, code = close_code_after_frames(ws)
     assert code == 4422, f"close code {code}, frames {frames}"
     assert [frame["type"] for frame in frames] == ["error"], frames
@@ -499,7 +492,7 @@ def test_cors_is_off_by_default(postgres_server: ServerProcess) -> None:
 # --- Resource bounds -----------------------------------------------------------------------
 
 
-def test_waiting_requests_per_client_are_capped(secured: ServerProcess, http: httpx.Client) -> None:
+def test_waiting_requests_per_client_are_capped(server: ServerProcess, http: httpx.Client) -> None:
     """With COMM_MAX_WAITS_PER_CLIENT=2, a third concurrent waiting GET of an event gets 429
     with Retry-After at once; the two waiting ones still get their value, and a new wait is
     admitted once they returned."""
@@ -512,7 +505,7 @@ def test_waiting_requests_per_client_are_capped(secured: ServerProcess, http: ht
     wait_seconds = names.EVENT_TIMEOUT_MAX
 
     def wait_for_result() -> None:
-        with httpx.Client(base_url=secured.base_url, timeout=wait_seconds + TIMEOUT) as own:
+        with httpx.Client(base_url=server.base_url, timeout=wait_seconds + TIMEOUT) as own:
             results.append(
                 own.get(path, params={"timeout": wait_seconds}, headers=bearer(READ_KEY))
             )

@@ -7,12 +7,11 @@ SSE response show exactly that: a ping about every second, and no more than that
 
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support import ServerProcess, unique_id, wait_until
+from tests.support import OwnServer, ServerProcess, unique_id, wait_until
 
 HEARTBEAT = 1.0
 IDLE_WINDOW = 6.0  # seconds of idle connection the test reads
@@ -21,9 +20,8 @@ pytestmark = pytest.mark.needs_own_server
 
 
 @pytest.fixture(scope="module")
-def heartbeat_server() -> Iterator[ServerProcess]:
-    with ServerProcess(None, env={"COMM_SSE_HEARTBEAT_SEC": f"{HEARTBEAT:g}"}) as server:
-        yield server
+def heartbeat_server(own_server: OwnServer) -> ServerProcess:
+    return own_server(env={"COMM_SSE_HEARTBEAT_SEC": f"{HEARTBEAT:g}"}, backend="sqlite")
 
 
 class RawSse:
