@@ -37,7 +37,7 @@ import httpx
 import psycopg
 from httpx_sse import connect_sse
 
-from tests.support import ServerProcess, ThrowawayPostgres, unique_id, wait_until
+from tests.support import ServerProcess, ThrowawayPostgres, fibonacci_table, unique_id, wait_until
 from workflow_comm import names
 
 TERMINAL = names.TERMINAL_STATUSES
@@ -54,14 +54,6 @@ TARGET_STEPS = 8
 TARGET_STEP_SECONDS = 1.0
 TARGET_STEPS_LEFT = 4
 TARGET_WAIT = 120.0  # seconds a kill may wait for its targets, however loaded the machine
-
-
-def fibonacci_table(n_steps: int) -> list[dict[str, int]]:
-    a, b, rows = 0, 1, []
-    for n in range(1, n_steps + 1):
-        a, b = b, a + b
-        rows.append({"n": n, "fibonacci": a})
-    return rows
 
 
 @dataclass

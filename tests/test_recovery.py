@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ServerProcess, ThrowawayPostgres, unique_id, wait_until
+from tests.support import ServerProcess, ThrowawayPostgres, fibonacci_table, unique_id, wait_until
 from workflow_comm import names
 
 pytestmark = pytest.mark.needs_own_server
@@ -29,13 +29,6 @@ STEP_SECONDS = 1.0
 # The kill comes once two steps are done and before five are: at least 5 s of work remain,
 # so the events and streaming workflows are surely still running when it lands.
 DONE_BEFORE_KILL = (2, 5)
-
-
-def fibonacci_table(n: int) -> list[dict[str, int]]:
-    values = [1, 1]
-    while len(values) < n:
-        values.append(values[-1] + values[-2])
-    return [{"n": i + 1, "fibonacci": values[i]} for i in range(n)]
 
 
 def get_json(http: httpx.Client, path: str) -> Any:
