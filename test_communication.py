@@ -19,10 +19,8 @@ other users. Waits are bounded polls (`wait_until`); the only timed assertions a
 
 import asyncio
 import json
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -33,20 +31,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ROOT, free_port, unique_id, wait_until
+from tests.support import ROOT, ServerProcess, fibonacci_table, unique_id, wait_until
 from workflow_comm import names
 
 TERMINAL = names.TERMINAL_STATUSES
 # F(1)..F(10), written out: the server's arithmetic is checked against independent values.
 FIBONACCI_1_TO_10 = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55]
-
-
-def fibonacci_table(n: int) -> list[dict[str, int]]:
-    """The `results` list a workflow of n steps must produce, built by the test on its own."""
-    values = [1, 1]
-    while len(values) < n:
-        values.append(values[-1] + values[-2])
-    return [{"n": i + 1, "fibonacci": values[i]} for i in range(n)]
 
 
 # ---------------------------------------------------------------- helpers
@@ -1020,59 +1010,44 @@ def test_long_stream_paging_reconstructs_the_same_list(
     assert collected == whole
 
 
+class UvicornServer(ServerProcess):
+    """The app under uvicorn's own CLI: `uvicorn server:app`, not `python server.py`."""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "server:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--app-dir",
+            str(ROOT),
+            "--timeout-graceful-shutdown",
+            "5",
+        ]
+
+
 @pytest.mark.needs_own_server
 def test_uvicorn_cli_serves_the_same_app(postgres_url: str, tmp_path: Path) -> None:
     """`uvicorn server:app` (not only `python server.py`) launches DBOS in the lifespan and
     runs workflows, and stops on SIGTERM within its graceful-shutdown timeout."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMM_")}
-    env.update(
-        DBOS_SYSTEM_DATABASE_URL=postgres_url,
-        COMM_EXECUTOR_ID=unique_id("uvicorn-cli"),
-        COMM_LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "server:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--app-dir",
-        str(ROOT),
-        "--timeout-graceful-shutdown",
-        "5",
-    ]
-    log = tmp_path / "uvicorn.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out)
-    base = f"http://127.0.0.1:{port}"
+    server = UvicornServer(postgres_url, executor_id=unique_id("uvicorn-cli"), workdir=tmp_path)
     try:
-        wait_until(lambda: _answers(base), timeout=60, interval=0.1, what="uvicorn ready")
+        server.start()
         workflow_id = unique_id("uvicorn-cli")
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with server.client() as client:
             started = client.post(f"/start-workflow-events/{workflow_id}/3?step_seconds=0")
             assert started.status_code == 200, started.text
             result = client.get(f"/workflow-events/{workflow_id}/result?timeout=120")
             assert result.status_code == 200, f"{result.status_code} {result.text}"
             assert result.json()["value"]["total_steps"] == 3, result.text
     finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=30)
+        code = server.stop(timeout=30)
     # uvicorn re-raises SIGTERM once it has shut down cleanly: -15 is a clean exit here.
-    assert code in (0, -signal.SIGTERM), (
-        f"uvicorn exited {code}:\n{log.read_text(errors='replace')[-3000:]}"
-    )
-
-
-def _answers(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/health", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+    assert code in (0, -signal.SIGTERM), f"uvicorn exited {code}:\n{server.log()}"
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from bench.floor import notify_floor
 from bench.http import HTTPTransport, new_session
 from bench.scales import Scale
 from bench.stats import summarize, thin
-from tests.support import ROOT, ServerProcess, ThrowawayPostgres, unique_id, wait_until
+from tests.support import ServerProcess, ThrowawayPostgres, process_env, unique_id
 
 logger = logging.getLogger("bench")
 
@@ -54,25 +54,8 @@ LIVE_PATHS = ("/workflow-stream/{workflow_id}/live", "/workflow-events/{workflow
 class BenchServer(ServerProcess):
     """tests.support.ServerProcess, running bench.server: the app plus the bench routes."""
 
-    def start(self, ready_timeout: float = 60.0) -> "BenchServer":
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bench.server", "--port", str(self.port)],
-                cwd=self.workdir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_until(self._ready, timeout=ready_timeout, interval=0.1, what=f"{self.base_url} ready")
-        return self
-
-    def __enter__(self) -> "BenchServer":
-        return self.start()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.server", "--port", str(self.port)]
 
 
 class Run:
@@ -151,12 +134,9 @@ def run_baseline(database_url: str, scale: Scale, workdir: Path) -> dict[str, An
     """The in-process DBOS baseline, in its own process with the server's DBOS settings."""
     plan, out = workdir / "plan.json", workdir / "baseline.json"
     plan.write_text(json.dumps(scale.baseline_plan()))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMM_")}
-    env.update(
-        DBOS_SYSTEM_DATABASE_URL=database_url,
-        COMM_EXECUTOR_ID=unique_id("bench-inprocess"),
-        COMM_LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
+    env = process_env(
+        database_url,
+        {"COMM_EXECUTOR_ID": unique_id("bench-inprocess"), "COMM_LOG_LEVEL": "WARNING"},
     )
     subprocess.run(
         [sys.executable, "-m", "bench.inprocess", "--plan", str(plan), "--out", str(out)],

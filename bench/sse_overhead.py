@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import logging
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -28,7 +27,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from bench.http import new_session, sse_events
-from tests.support import free_port, wait_until
+from tests.support import ServerProcess
 
 logger = logging.getLogger("bench")
 HEARTBEAT = 15.0
@@ -163,35 +162,43 @@ async def measure(base_url: str, server: psutil.Process, mode: str, n: int, valu
     )
 
 
+class OverheadServer(ServerProcess):
+    """This module's app under uvicorn: no DBOS, no database, no /health."""
+
+    ready_path = "/openapi.json"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.sse_overhead:app",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--values", type=int, default=20)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "uvicorn", "bench.sse_overhead:app", "--port", str(port)]
-    server = subprocess.Popen([*command, "--log-level", "warning"])
-    try:
-        wait_until(lambda: server.poll() is None and _up(base_url), timeout=30, what="server")
+    with OverheadServer(None) as server:
+        logger.info("server log: %s", server.log_path)
         for mode in ("fastapi", "fastapi-lean", "raw-tasks", "raw"):
             line = asyncio.run(
-                measure(base_url, psutil.Process(server.pid), mode, args.subscribers, args.values)
+                measure(
+                    server.base_url,
+                    psutil.Process(server.pid),
+                    mode,
+                    args.subscribers,
+                    args.values,
+                )
             )
             logger.info(line)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _up(base_url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{base_url}/openapi.json", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 if __name__ == "__main__":

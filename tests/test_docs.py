@@ -55,7 +55,7 @@ import httpx
 import pytest
 from dbos import DBOS
 
-from tests.support import ROOT, ServerProcess, unique_id, wait_until
+from tests.support import ROOT, ServerProcess, process_env, unique_id, wait_until
 from workflow_comm import names
 from workflow_comm.settings import DEFAULT_SQLITE_URL, Settings
 
@@ -303,18 +303,13 @@ def run_curl(command: str) -> Outcome:
 
 
 def run_python(code: str, database_url: str = "") -> Outcome:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMM_")}
-    env.pop("DBOS_SYSTEM_DATABASE_URL", None)
-    if database_url:
-        env["DBOS_SYSTEM_DATABASE_URL"] = database_url
-    env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=BLOCK_TIMEOUT,
         cwd=ROOT,
-        env=env,
+        env=process_env(database_url),
     )
     return Outcome(done.returncode, None, done.stdout, done.stderr)
 
