@@ -265,8 +265,6 @@ def markdown(latency: dict[str, Any], results: dict[str, Any], plots: list[str])
         lines.append(
             f"| {t['target']} | {_fmt(t['measured'])} {t['unit']} | {_fmt(t['limit'])} | {met} |"
         )
-    for item in results.get("skipped", []):
-        lines.append(f"\nSkipped {item['what']}: {item['why']}.")
     for err in results.get("errors", []):
         lines.append(f"\nFailed phase {err['phase']}: {err['error']}")
     lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in plots), ""]

@@ -48,7 +48,6 @@ PHASE_GROUPS = (
     "concurrency",
     "sqlite",
 )
-LIVE_PATHS = ("/workflow-stream/{workflow_id}/live", "/workflow-events/{workflow_id}/live")
 
 
 class BenchServer(ServerProcess):
@@ -70,7 +69,7 @@ class Run:
         self.profile_dir = profile_dir
         self.server_pid: int | None = None
         self.latency: dict[str, dict[str, Any]] = {}
-        self.results: dict[str, Any] = {"errors": [], "skipped": []}
+        self.results: dict[str, Any] = {"errors": []}
 
     def add_latency(self, key: str, label: str, backend: str, samples: list[float]) -> None:
         self.latency[key] = {
@@ -125,10 +124,6 @@ class Run:
     def wants(self, group: str) -> bool:
         return self.only is None or group in self.only
 
-    def skip(self, what: str, why: str) -> None:
-        logger.warning("skipped %s: %s", what, why)
-        self.results["skipped"].append({"what": what, "why": why})
-
 
 def run_baseline(database_url: str, scale: Scale, workdir: Path) -> dict[str, Any]:
     """The in-process DBOS baseline, in its own process with the server's DBOS settings."""
@@ -149,21 +144,13 @@ def run_baseline(database_url: str, scale: Scale, workdir: Path) -> dict[str, An
     return result
 
 
-async def has_live_endpoints(base_url: str) -> bool:
-    async with new_session() as session:
-        schema = await HTTPTransport(session, base_url).request("GET", "/openapi.json")
-    return all(path in schema["paths"] for path in LIVE_PATHS)
-
-
 async def _drained(transport: HTTPTransport) -> None:
     stuck = await scenarios.drain(transport, timeout=60)
     if stuck:
         raise RuntimeError(f"{stuck} workflows stayed PENDING")
 
 
-async def measure_latencies(
-    run: Run, server: BenchServer, backend: str, share: float, live: bool
-) -> None:
+async def measure_latencies(run: Run, server: BenchServer, backend: str, share: float) -> None:
     """(2) message delivery, (3) event wake, (4) stream push (SSE and polling) over HTTP."""
     scale = run.scale
 
@@ -196,17 +183,12 @@ async def measure_latencies(
 
         await run.phase(f"message delivery ({backend})", messages, "message")
         await run.phase(f"event wake ({backend})", events, "event")
-        if live:
-            await run.phase(f"stream push SSE ({backend})", stream_sse, "stream")
-        else:
-            run.skip(f"stream push SSE ({backend})", "the server has no live endpoints yet")
+        await run.phase(f"stream push SSE ({backend})", stream_sse, "stream")
         await run.phase(f"stream polling ({backend})", stream_poll, "poll")
         await run.phase(f"drain ({backend})", lambda: _drained(http))
 
 
-async def measure_postgres_load(
-    run: Run, server: BenchServer, database_url: str, live: bool
-) -> None:
+async def measure_postgres_load(run: Run, server: BenchServer, database_url: str) -> None:
     """(6) throughput, (8) fan-out, (7) concurrency against the Postgres server."""
     scale = run.scale
     async with new_session() as session:
@@ -238,10 +220,9 @@ async def measure_postgres_load(
                 )
 
         async def concurrency() -> None:
-            subscribers = scale.conc_subscribers if live else 0
             with load.Monitor(server.base_url, server.pid, database_url) as monitor:
                 row = await load.concurrency(
-                    http, monitor, scale.conc_workflows, scale.conc_waiters, subscribers
+                    http, monitor, scale.conc_workflows, scale.conc_waiters, scale.conc_subscribers
                 )
             run.results["concurrency"] = row
             logger.info(
@@ -253,12 +234,7 @@ async def measure_postgres_load(
             )
 
         await run.phase("throughput (HTTP)", throughput, "throughput")
-        if live:
-            await run.phase("fan-out", fanout, "fanout")
-        else:
-            run.skip("fan-out", "the server has no live endpoints yet")
-        if not live and run.wants("concurrency"):
-            run.skip("concurrency: SSE subscribers", "the server has no live endpoints yet")
+        await run.phase("fan-out", fanout, "fanout")
         await run.phase("concurrency", concurrency, "concurrency")
 
 
@@ -308,14 +284,13 @@ async def run_all(
         env = {**BENCH_SERVER_ENV, **extra_env}
         with BenchServer(server_db, workdir=workdir, env=env) as server:
             run.server_pid = server.pid
-            live = await has_live_endpoints(server.base_url)
-            await measure_latencies(run, server, "postgres", 1.0, live)
-            await measure_postgres_load(run, server, server_db, live)
+            await measure_latencies(run, server, "postgres", 1.0)
+            await measure_postgres_load(run, server, server_db)
         if run.wants("sqlite"):
             (workdir / "sqlite").mkdir()
             with BenchServer(None, workdir=workdir / "sqlite", env=env) as server:
                 run.server_pid = server.pid
-                await measure_latencies(run, server, "sqlite", scale.sqlite_share, live)
+                await measure_latencies(run, server, "sqlite", scale.sqlite_share)
     finally:
         if postgres is not None:
             postgres.stop()
@@ -325,7 +300,6 @@ async def run_all(
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "duration_sec": round(time.time() - started, 1),
         "database": "external (DBOS_SYSTEM_DATABASE_URL)" if database_url else "throwaway PG 18",
-        "live_endpoints": live,
         "server_env": env,
         "cpus": os.cpu_count(),
         # Other work on the machine moves every figure; the ratios move less.
