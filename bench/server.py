@@ -21,6 +21,7 @@ from fastapi import APIRouter, FastAPI, Query
 from bench.timed_workflows import bench_event_ticks, bench_stream_ticks
 from workflow_comm.app import create_app
 from workflow_comm.params import WorkflowId
+from workflow_comm.settings import Settings
 
 router = APIRouter(prefix="/bench", tags=["benchmark"])
 _statements: Counter[str] = Counter()
@@ -80,8 +81,8 @@ async def start_stream_ticks(
     return {"workflow_id": workflow_id}
 
 
-def create_bench_app() -> FastAPI:
-    app = create_app()
+def create_bench_app(settings: Settings | None = None) -> FastAPI:
+    app = create_app(settings)
     app.include_router(router)
     return app
 
@@ -97,7 +98,7 @@ def main() -> None:
 
     # server.main() itself, so the benchmark runs the same uvicorn setup (uvloop, httptools,
     # the live hub's shutdown hook), with the bench routes added to the app it builds.
-    server.create_app = create_bench_app
+    server.create_app = create_bench_app  # type: ignore[attr-defined]  # server.py's import
     server.main()
 
 
