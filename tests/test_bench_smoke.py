@@ -6,6 +6,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ pytest.importorskip("aiohttp", reason="the bench extra is not installed")
 
 
 @pytest.mark.needs_own_server
-def test_smoke_mode_writes_json_markdown_and_plots(tmp_path):
+def test_smoke_mode_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     """`python -m bench --smoke` exits 0 and writes smoke.json, smoke.md and PNG plots."""
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out-dir", str(tmp_path)],

@@ -48,6 +48,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -814,9 +815,7 @@ def check_start_does_not_wait_for_the_workflow(client: httpx.Client, base_url: s
             wf = unique_id(f"docs-start-{kind}")
             started.append(wf)
             answer, elapsed = timed(
-                lambda kind=kind, wf=wf: client.post(
-                    f"/start-workflow-{kind}/{wf}/2?step_seconds={SLOW}"
-                )
+                partial(client.post, f"/start-workflow-{kind}/{wf}/2?step_seconds={SLOW}")
             )
             assert answer.status_code == 200, answer.text
             assert elapsed < AT_ONCE, f"starting the {kind} workflow took {elapsed:.3f}s"
@@ -943,7 +942,7 @@ CHECKS: dict[tuple[str, str], list[Check]] = {
 def blocking_cases() -> list[Any]:
     cases = []
     for row in blocking_rows():
-        checks = CHECKS.get((row.method, row.path)) or [None]
+        checks: list[Check | None] = [*CHECKS.get((row.method, row.path), [])] or [None]
         for check in checks:
             name = f"{row.method} {row.path}" + (f": {check.behaviour}" if check else "")
             cases.append(pytest.param(row, check, id=name))
