@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ROOT, ServerProcess, fibonacci_table, unique_id, wait_until
+from tests.support import ROOT, UvicornServer, fibonacci_table, unique_id, wait_until
 from workflow_comm import names
 
 TERMINAL = names.TERMINAL_STATUSES
@@ -1010,31 +1010,20 @@ def test_long_stream_paging_reconstructs_the_same_list(
     assert collected == whole
 
 
-class UvicornServer(ServerProcess):
-    """The app under uvicorn's own CLI: `uvicorn server:app`, not `python server.py`."""
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "server:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--app-dir",
-            str(ROOT),
-            "--timeout-graceful-shutdown",
-            "5",
-        ]
-
-
 @pytest.mark.needs_own_server
 def test_uvicorn_cli_serves_the_same_app(postgres_url: str, tmp_path: Path) -> None:
     """`uvicorn server:app` (not only `python server.py`) launches DBOS in the lifespan and
     runs workflows, and stops on SIGTERM within its graceful-shutdown timeout."""
-    server = UvicornServer(postgres_url, executor_id=unique_id("uvicorn-cli"), workdir=tmp_path)
+    server = UvicornServer(
+        "server:app",
+        postgres_url,
+        "--app-dir",
+        str(ROOT),
+        "--timeout-graceful-shutdown",
+        "5",
+        executor_id=unique_id("uvicorn-cli"),
+        workdir=tmp_path,
+    )
     try:
         server.start()
         workflow_id = unique_id("uvicorn-cli")

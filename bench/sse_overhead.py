@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,7 +26,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from bench.http import new_session, sse_events
-from tests.support import ServerProcess
+from tests.support import UvicornServer
 
 logger = logging.getLogger("bench")
 HEARTBEAT = 15.0
@@ -162,31 +161,15 @@ async def measure(base_url: str, server: psutil.Process, mode: str, n: int, valu
     )
 
 
-class OverheadServer(ServerProcess):
-    """This module's app under uvicorn: no DBOS, no database, no /health."""
-
-    ready_path = "/openapi.json"
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.sse_overhead:app",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-        ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--values", type=int, default=20)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with OverheadServer(None) as server:
+    # No DBOS and no /health here: ready once it serves its schema.
+    app, options = "bench.sse_overhead:app", ("--log-level", "warning")
+    with UvicornServer(app, None, *options, ready_path="/openapi.json") as server:
         logger.info("server log: %s", server.log_path)
         for mode in ("fastapi", "fastapi-lean", "raw-tasks", "raw"):
             line = asyncio.run(

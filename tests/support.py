@@ -209,6 +209,25 @@ class ServerProcess:
         self.stop()
 
 
+class UvicornServer(ServerProcess):
+    """An ASGI app under uvicorn's own CLI (`python -m uvicorn APP OPTION...`), on its port."""
+
+    def __init__(
+        self,
+        app: str,
+        database_url: str | None,
+        *options: str,
+        ready_path: str = "/health",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(database_url, **kwargs)
+        self.app, self.options, self.ready_path = app, options, ready_path
+
+    def command(self) -> list[str]:
+        uvicorn = [sys.executable, "-m", "uvicorn", self.app]
+        return [*uvicorn, "--host", "127.0.0.1", "--port", str(self.port), *self.options]
+
+
 # conftest's `own_server` fixture: own_server(env=None, *, backend="postgres") -> a started server.
 OwnServer = Callable[..., ServerProcess]
 
