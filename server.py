@@ -2,21 +2,34 @@
 
     python server.py                      # http://0.0.0.0:8000, SQLite file in this folder
     python server.py --host 127.0.0.1 --port 9000
+    python server.py --workers 4          # 4 processes on the port (Postgres only)
     uvicorn server:app                    # the same app under uvicorn's own CLI
 
 Set DBOS_SYSTEM_DATABASE_URL=postgresql://... to use Postgres (LISTEN/NOTIFY) instead.
 """
 
 import argparse
+import logging
 import socket
+import sys
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 
 from workflow_comm.app import create_app
 from workflow_comm.logs import configure_logging
 from workflow_comm.settings import Settings
+from workflow_comm.workers import (
+    Supervisor,
+    check_port_free,
+    end_by_signal,
+    listening_socket,
+    worker_index,
+)
+
+logger = logging.getLogger("workflow_comm")
 
 
 class Server(uvicorn.Server):
@@ -37,14 +50,9 @@ class Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--host", help="address to listen on (COMM_HOST; default 0.0.0.0)")
-    parser.add_argument("--port", type=int, help="port to listen on (COMM_PORT; default 8000)")
-    args = parser.parse_args()
-    # Given arguments win over the environment; the default executor ID follows the port.
-    given = {name: value for name, value in vars(args).items() if value is not None}
-    settings = Settings(**given)
+def serve(settings: Settings, *, shared_port: bool = False) -> None:
+    """Serve the app in this process. `shared_port`: as one of several workers, on a socket
+    of its own that shares the port with the others (workflow_comm/workers.py)."""
     application = create_app(settings)
     config = uvicorn.Config(
         application,
@@ -58,11 +66,69 @@ def main() -> None:
     )
     # uvicorn set up its loggers just now; format them before its first startup line.
     configure_logging(settings)
-    listener = config.bind_socket()
+    if shared_port:
+        try:
+            listener = listening_socket(settings.host, settings.port)
+        except OSError as error:
+            logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
+            sys.exit(STARTUP_FAILURE)
+    else:
+        listener = config.bind_socket()
     if settings.socket_send_buffer:
         # Set before listen(): accepted connections inherit it.
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_send_buffer)
     Server(config, application).run(sockets=[listener])
+
+
+def supervise(settings: Settings) -> None:
+    """Serve with settings.worker_count processes, each this process's command line again
+    (so the same settings) with its index in COMM_WORKER_INDEX."""
+    configure_logging(settings)
+    try:
+        check_port_free(settings.host, settings.port)
+    except OSError as error:
+        logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
+        sys.exit(STARTUP_FAILURE)
+    count = settings.worker_count
+    logger.info(
+        "%d workers on http://%s:%d, executors %s to %s",
+        count,
+        settings.host,
+        settings.port,
+        settings.worker_executor_id(0),
+        settings.worker_executor_id(count - 1),
+    )
+    command = [sys.executable, *sys.orig_argv[1:]]
+    supervisor = Supervisor(command, count, name=settings.worker_executor_id)
+    end_by_signal(supervisor.run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--host", help="address to listen on (COMM_HOST; default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (COMM_PORT; default 8000)")
+    parser.add_argument(
+        "--workers",
+        help="processes serving the port, a number or auto for one per core "
+        "(COMM_WORKERS; default 1; more than 1 needs Postgres)",
+    )
+    args = parser.parse_args()
+    # Given arguments win over the environment; the default executor ID follows the port.
+    given = {name: value for name, value in vars(args).items() if value is not None}
+    settings = Settings(**given)
+    index = worker_index()  # set by the supervisor for the workers it starts
+    if index is not None:
+        serve(settings.for_worker(index), shared_port=True)
+    elif settings.worker_count == 1:
+        serve(settings)
+    elif settings.is_sqlite:
+        parser.error(
+            f"{settings.worker_count} workers need Postgres, and the database is SQLite, "
+            "which serves one process: set DBOS_SYSTEM_DATABASE_URL to a postgresql:// URL, "
+            "or run one worker (--workers 1)"
+        )
+    else:
+        supervise(settings)
 
 
 app = create_app() if __name__ != "__main__" else None

@@ -4,6 +4,7 @@ One `Settings` object per app: `create_app(settings)` keeps it on `app.state.set
 take it as a `SettingsDep` parameter, the lifespan and installers from `app.state`.
 """
 
+import os
 import re
 import socket
 from typing import Annotated, Literal
@@ -27,6 +28,8 @@ TENANT_PATTERN = r"[A-Za-z0-9_]{1,32}"
 # The WebSocket transport reads frames of up to this many times max_message_bytes, so a frame
 # a little or a lot over the message bound still gets an `error` frame; past it, close 1009.
 WS_FRAME_CAP_FACTOR = 4
+# The most worker processes `python server.py --workers N` takes as a number ("auto" is not capped).
+WORKERS_MAX = 256
 
 
 class ApiKey(BaseModel, frozen=True):
@@ -87,6 +90,10 @@ class Settings(BaseSettings):
     # How long a request waits on the database before answering 503.
     db_timeout_sec: float = Field(default=10.0, gt=0, le=120)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Processes `python server.py` serves the port with (workflow_comm/workers.py): a number,
+    # or "auto" for one per core. More than 1 needs Postgres. Worker i is executor
+    # f"{resolved_executor_id}-w{i}", the same after each restart.
+    workers: int | Literal["auto"] = 1
 
     # Live push (SSE and WebSocket).
     # Connections beyond this get a 503 (SSE) or close code 1013 (WebSocket).
@@ -150,6 +157,18 @@ class Settings(BaseSettings):
                 )
         return origins
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _parse_workers(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text == "auto":
+                return text
+            value = int(text) if text.isdigit() else None
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= WORKERS_MAX:
+            raise ValueError(f"COMM_WORKERS must be a number from 1 to {WORKERS_MAX}, or auto")
+        return value
+
     @field_validator("system_database_url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
@@ -180,6 +199,27 @@ class Settings(BaseSettings):
     def resolved_executor_id(self) -> str:
         """The configured executor ID, else one per host and port (stable across restarts)."""
         return self.executor_id or f"{socket.gethostname()}-{self.port}"
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes `workers` asks for; "auto" is the number of cores this
+        process may run on."""
+        return self.workers if isinstance(self.workers, int) else usable_cores()
+
+    def worker_executor_id(self, index: int) -> str:
+        """Worker `index`'s executor ID: derived from the base ID, so stable across restarts."""
+        return f"{self.resolved_executor_id}-w{index}"
+
+    def for_worker(self, index: int) -> "Settings":
+        """These settings as worker `index` runs them: with its own executor ID."""
+        return self.model_copy(update={"executor_id": self.worker_executor_id(index)})
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def app_settings(connection: HTTPConnection) -> Settings:
