@@ -271,36 +271,38 @@ def test_a_killed_worker_is_replaced_and_its_workflow_finishes(
     assert entries == expected_stream(n_steps), entries
     assert stream["closed"], stream
     assert server.worker_pids().get(index) == replacement, "the replacement was replaced"
-    assert f"worker {owner} was killed by SIGKILL" in server.log()
+    assert f"worker {owner} was killed by SIGKILL" in server.log_path.read_text()
 
 
 @pytest.mark.needs_own_server
 def test_sigterm_ends_live_connections_in_every_worker_and_the_tree_exits(database: str) -> None:
+    """A live SSE response open on each worker ends with `shutdown`; every process exits."""
     server = WorkerServer(database).start()
     clients: list[httpx.Client] = []
     try:
         wait_all_answer(server)
         workers = server.worker_pids()
+        # Waiting for an approval that never comes: its live events stay open until the stop.
         workflow_id = unique_id("workers-term")
         with spread_client(server) as http:
-            start(http, "streaming", workflow_id, 100, step_seconds=1)
+            start(http, "messaging", workflow_id, 1, approval_timeout=600)
         readers: list[threading.Thread] = []
         seen: dict[int, list[Any]] = {index: [] for index in range(server.workers)}
         for index in range(server.workers):
             clients.append(keep_alive_client_of(server, server.executor(index)))
-            path = f"/workflow-stream/{workflow_id}/live"
+            path = f"/workflow-events/{workflow_id}/live"
             readers.append(threading.Thread(target=read_sse, args=(clients[-1], path, seen[index])))
             readers[-1].start()
-        wait_until(lambda: all(seen.values()), timeout=60, what="every worker's live stream")
+        wait_until(lambda: all(seen.values()), timeout=60, what="every worker's live events")
         assert server.process is not None
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == -signal.SIGTERM, server.log()
         for reader in readers:
             reader.join(timeout=30)
-            assert not reader.is_alive(), f"a live stream outlived the server: {seen}"
+            assert not reader.is_alive(), f"a live response outlived the server: {seen}"
         for index, events in seen.items():
             event, data = events[-1]
-            assert event == "shutdown" and "resume_offset" in data, (index, events[-1])
+            assert event == "shutdown" and "last_event_id" in data, (index, events[-1])
         for pid in workers.values():
             assert not alive(pid), f"worker {pid} outlived the supervisor"
     finally:

@@ -72,9 +72,12 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def describe_exit(returncode: int) -> str:
-    if returncode < 0:
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
         return f"was killed by {signal.Signals(-returncode).name}"
-    return f"exited with code {returncode}"
+    except ValueError:  # a signal without a name, such as a real-time one
+        return f"was killed by signal {-returncode}"
 
 
 def end_by_signal(sig: int) -> None:
