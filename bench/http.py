@@ -142,6 +142,15 @@ class HTTPTransport:
         async with self.live(f"/workflow-stream/{workflow_id}/live", {"key": key}) as events:
             yield stream_values(events)
 
+    @asynccontextmanager
+    async def subscribe_ws(self, workflow_id: str, key: str) -> AsyncIterator[AsyncIterator[Any]]:
+        """The stream's values over `WS /ws/workflows/{id}`, once the server has subscribed
+        (its first frame, the workflow's current status, has come)."""
+        url = self.base_url.replace("http", "ws", 1) + f"/ws/workflows/{workflow_id}"
+        async with self.session.ws_connect(url, params={"stream_key": key}) as ws:
+            first = await ws.receive()
+            yield ws_stream_values(ws, key, first)
+
     async def pending_count(self) -> int:
         # Counts up to the route's page limit (500): enough to see progress and leftovers.
         body = await self.request("GET", "/workflows", params={"status": "PENDING", "limit": "500"})
@@ -158,3 +167,23 @@ async def stream_values(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator
             yield event.json()
         elif event.event in ("overflow", "shutdown"):
             raise RuntimeError(f"live stream ended early: {event.event} {event.data}")
+
+
+async def ws_stream_values(
+    ws: aiohttp.ClientWebSocketResponse, key: str, first: aiohttp.WSMessage
+) -> AsyncIterator[Any]:
+    """The values of stream `key` among a workflow socket's frames, until `stream_closed`
+    (status and event frames are skipped)."""
+    message = first
+    while True:
+        if message.type != aiohttp.WSMsgType.TEXT:
+            raise RuntimeError(f"socket ended before stream_closed: {message.type.name}")
+        frame = json.loads(message.data)
+        kind = frame.get("type")
+        if kind == "stream" and frame.get("key") == key:
+            yield frame["value"]
+        elif kind == "stream_closed":
+            return
+        elif kind in ("overflow", "shutdown", "error"):
+            raise RuntimeError(f"socket ended early: {message.data[:200]}")
+        message = await ws.receive()

@@ -13,11 +13,13 @@ from collections import Counter
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
+import aiohttp
 import httpx
 import psutil  # type: ignore[import-untyped]
 import psycopg
 
 from bench.http import HTTPError, HTTPTransport
+from bench.meter import tree_cpu_seconds
 from bench.scenarios import PARK_SEC, WAIT_TIMEOUT_SEC, collect_stream, drain, new_id
 from bench.stats import summarize, thin
 from bench.timed_workflows import GO_TOPIC, TICK_STREAM
@@ -157,14 +159,14 @@ async def statements_sent(transport: HTTPTransport) -> dict[str, int]:
     return counts
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
 async def statement_shapes(transport: HTTPTransport) -> Counter[str]:
     shapes: dict[str, int] = await transport.request("GET", "/bench/db-statements/by-shape")
     return Counter(shapes)
+
+
+# Subscribers opening their connection at once: more would overflow the server's accept
+# backlog (a connection refused or reset is a failure of the benchmark, not of the server).
+CONNECTING_AT_ONCE = 200
 
 
 async def fanout(
@@ -173,10 +175,11 @@ async def fanout(
     subscribers: int,
     n_values: int,
     interval_sec: float,
+    via: str = "sse",
 ) -> dict[str, Any]:
-    """One stream, `subscribers` live readers: delivery latency, SQL statements per value,
-    and the CPU time server and driver spent per delivered value."""
-    server = psutil.Process(server_pid)
+    """One stream, `subscribers` live readers over SSE (`GET /workflow-stream/{id}/live`) or
+    WebSocket (`WS /ws/workflows/{id}`): delivery latency, SQL statements per value, and the
+    CPU time server and driver spent per delivered value."""
     workflow_id = new_id("bench-fan")
     await transport.start_stream_ticks(workflow_id, n_values, interval_sec)
     latencies: list[list[float]] = [[] for _ in range(subscribers)]
@@ -184,15 +187,20 @@ async def fanout(
     all_connected = asyncio.Event()
     failures: list[str] = []
 
+    subscribe = transport.subscribe_ws if via == "ws" else transport.subscribe
+    gate = asyncio.Semaphore(CONNECTING_AT_ONCE)
+
     async def subscriber(sink: list[float]) -> None:
         nonlocal connected
         try:
-            async with transport.subscribe(workflow_id, TICK_STREAM) as values:
+            async with contextlib.AsyncExitStack() as stack:
+                async with gate:
+                    values = await stack.enter_async_context(subscribe(workflow_id, TICK_STREAM))
                 connected += 1
                 if connected == subscribers:
                     all_connected.set()
                 await collect_stream(values, sink)
-        except (HTTPError, OSError, RuntimeError) as exc:
+        except (HTTPError, OSError, RuntimeError, aiohttp.ClientError) as exc:
             failures.append(f"{type(exc).__name__}: {exc}")
             if connected + len(failures) == subscribers:
                 all_connected.set()
@@ -202,17 +210,19 @@ async def fanout(
         await asyncio.wait_for(all_connected.wait(), 120)
         await asyncio.sleep(PARK_SEC * 10)
         before, started = await statements_sent(transport), time.monotonic()
-        server_cpu, driver_cpu = cpu_seconds(server), time.process_time()
+        server_cpu, driver_cpu = tree_cpu_seconds(server_pid), time.process_time()
         await transport.send(workflow_id, {"go": True}, GO_TOPIC)
         timeout = 4 * WAIT_TIMEOUT_SEC + n_values * interval_sec * 4
         await asyncio.wait_for(asyncio.gather(*tasks), timeout)
         after, ended = await statements_sent(transport), time.monotonic()
-        server_cpu, driver_cpu = cpu_seconds(server) - server_cpu, time.process_time() - driver_cpu
+        server_cpu = tree_cpu_seconds(server_pid) - server_cpu
+        driver_cpu = time.process_time() - driver_cpu
     finally:
         await cancel(tasks)
     flat = [lat for sink in latencies for lat in sink]
     complete = sum(1 for sink in latencies if len(sink) == n_values)
     return {
+        "transport": via,
         "subscribers": subscribers,
         "values": n_values,
         "latency": summarize(flat),
