@@ -1,6 +1,8 @@
 """The server under benchmark: the project's app plus two start routes for bench workflows.
 
     python -m bench.server --host 127.0.0.1 --port 8200
+    python -m bench.server --port 8200 --workers 2   # as server.py --workers: each worker
+                                                      # runs this module again, bench routes too
 
 Everything measured goes through the app's own routes (send-message, workflow-events,
 workflow-stream, the live endpoints, start-workflow-*); only starting the benchmark's
@@ -91,7 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+    # The rest (--workers N) is server.main()'s, which reads the same command line.
+    args, _ = parser.parse_known_args()
     # Before importing server.py: it builds its module-level app (and reads the settings).
     os.environ["COMM_HOST"], os.environ["COMM_PORT"] = args.host, str(args.port)
     import server
