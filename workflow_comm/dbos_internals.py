@@ -14,13 +14,21 @@ history and the wakeups); nothing else in the package reaches into DBOS.
 - Behaviour: which connection errors DBOS treats as a lost connection (and so waits out).
 """
 
+import asyncio
 import json
+import re
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import psycopg
 import sqlalchemy as sa
-from dbos import DBOS, WorkflowHandle
+from dbos import DBOS, WorkflowHandle, WorkflowStatus, _serialization, _sys_db
 from dbos._dbos import _get_dbos_instance
+from psycopg_pool import AsyncConnectionPool
 
 DBOS_VERSION_CHECKED = "3.4.0"
 
@@ -127,3 +135,308 @@ def _refused_in_workflow(context: sa.engine.ExceptionContext) -> None:
         and DBOS.workflow_id is not None
     ):
         context.is_disconnect = True
+
+
+# == requests: direct reads of DBOS's tables (service.py) =========================================
+#
+# What DBOS's get_workflow_status, list_workflows, get_all_events and read_stream read, each in
+# one statement, on connections of this server's own and without blocking the event loop:
+# psycopg's async pool on Postgres, a few threads with the stdlib sqlite3 on SQLite. DBOS's own
+# calls pass a worker thread, SQLAlchemy and (for a stream) several more thread hops per value.
+# Values are decoded as DBOS decodes them with this server's serializer (portable JSON; a
+# NULL `serialization` means the configured serializer, the same). A row stored another way
+# (pickle) raises NotPortable: the caller then asks DBOS, which reads it as it always did.
+
+
+class NotPortable(Exception):
+    """A stored value is not portable JSON: read it through DBOS's own API instead."""
+
+
+def decode_portable(text: str | None, serialization: str | None) -> Any:
+    """A stored value as DBOS's deserialize_value returns it for this server's serializer."""
+    if text is None:
+        return None
+    if serialization is not None and serialization != PORTABLE_JSON:
+        raise NotPortable(serialization)
+    return json.loads(text)
+
+
+# The output and error of a workflow are kept in workflow_output (COALESCEd with the older
+# columns of workflow_status), and both share workflow_status.serialization.
+_STATUS_COLUMNS = (
+    "SELECT s.workflow_uuid, s.status, s.name, s.created_at, s.updated_at, s.completed_at,"
+    " s.executor_id, s.application_version, COALESCE(o.output, s.output),"
+    " COALESCE(o.error, s.error), s.serialization"
+    " FROM {schema}workflow_status s"
+    " LEFT JOIN {schema}workflow_output o ON o.workflow_uuid = s.workflow_uuid"
+)
+
+
+def _stored_status(row: Sequence[Any]) -> WorkflowStatus:
+    """DBOS's WorkflowStatus, as list_workflows(load_input=False) builds it, with the fields
+    this server shows: ID, status, name, times, executor, version, output and error. `error`
+    is DBOS's PortableWorkflowError(message, name, code, data), or, as DBOS's safe_deserialize
+    has it, the stored text if that does not decode (so is `output`). The rest are unset."""
+    serialization = row[10]
+    if serialization is not None and serialization != PORTABLE_JSON:
+        raise NotPortable(serialization)
+    status = WorkflowStatus()
+    status.workflow_id = row[0]
+    status.status = row[1]
+    status.name = row[2]
+    status.created_at = row[3]
+    status.updated_at = row[4]
+    status.completed_at = row[5]
+    status.executor_id = row[6]
+    status.app_version = row[7]
+    status.output = _or_text(_json, row[8])
+    status.error = _or_text(_portable_error, row[9])
+    status.input = None
+    return status
+
+
+def _json(text: str) -> Any:
+    return json.loads(text)
+
+
+def _portable_error(text: str) -> Exception:
+    """DBOS's deserialize_exception for portable JSON."""
+    data = json.loads(text)
+    return _serialization.PortableWorkflowError(
+        data["message"], data["name"], data.get("code"), data.get("data")
+    )
+
+
+def _or_text(decode: Callable[[str], Any], text: str | None) -> Any:
+    """DBOS's safe_deserialize: what does not decode is shown as the stored text."""
+    if text is None:
+        return None
+    try:
+        return decode(text)
+    except Exception:  # noqa: BLE001 - as DBOS: any failure shows the text
+        return text
+
+
+def stream_page(
+    status: str, rows: Iterable[Sequence[Any]], offset: int, limit: int
+) -> tuple[list[Any], bool, bool]:
+    """(values, has_more, closed) as DBOS's read_stream(timeout_seconds=0) gives them, read
+    for `limit` values and one more: `rows` are (value, serialization, offset) from `offset`.
+
+    DBOS yields values up to the first offset with nothing written or the close marker. There
+    it ends (closed) if the marker is there or the workflow is no longer active; else it
+    raises DBOSStreamTimeoutError (still open). A value past `limit` means has_more.
+    """
+    values: list[Any] = []
+    expected = offset
+    for text, serialization, at in rows:
+        if at != expected:  # NULL (nothing from offset on) or a gap
+            break
+        expected += 1
+        value = decode_portable(text, serialization)
+        if _sys_db.is_stream_closed_sentinel(value):
+            return values, False, True
+        if len(values) == limit:
+            return values, True, False
+        values.append(value)
+    return values, False, not _sys_db.workflow_is_active(status)
+
+
+def dbos_app_name() -> str | None:
+    """The application name DBOS scopes its workflow lists to (rows of no application too)."""
+    name: str | None = _get_dbos_instance()._sys_db.app_name
+    return name
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern (ESCAPE '/') for IDs that start with `prefix`, as SQLAlchemy's
+    startswith(autoescape=True), which DBOS's workflow_id_prefix uses, writes it."""
+    escaped = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return escaped + "%"
+
+
+class DirectReads(ABC):
+    """One workflow's status, events or stream page, or a list, each in one statement."""
+
+    def __init__(self, is_sqlite: bool) -> None:
+        schema = "" if is_sqlite else "dbos."
+        self._sqlite = is_sqlite
+        status_columns = _STATUS_COLUMNS.format(schema=schema)
+        self._status_sql = self._sql(f"{status_columns} WHERE s.workflow_uuid = %(id)s")
+        self._list_base = status_columns
+        self._events_sql = self._sql(
+            f"SELECT key, value, serialization FROM {schema}workflow_events"
+            " WHERE workflow_uuid = %(id)s"
+        )
+        # DBOS's read_stream_values: the workflow's status and its stream from `start`, in one
+        # statement (so one snapshot), LEFT JOINed so that a stream with nothing there still
+        # tells the status.
+        self._stream_sql = self._sql(
+            f'SELECT s.status, t.value, t.serialization, t."offset"'
+            f" FROM {schema}workflow_status s LEFT JOIN {schema}streams t"
+            " ON t.workflow_uuid = s.workflow_uuid AND t.key = %(key)s"
+            ' AND t."offset" >= %(start)s AND t."offset" < %(end)s'
+            ' WHERE s.workflow_uuid = %(id)s ORDER BY t."offset"'
+        )
+
+    def _sql(self, text: str) -> str:
+        """psycopg's %(name)s parameters, or sqlite3's :name."""
+        return re.sub(r"%\((\w+)\)s", r":\1", text) if self._sqlite else text
+
+    @abstractmethod
+    async def _rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        await self._rows("SELECT 1", {})
+
+    async def status(self, workflow_id: str) -> WorkflowStatus | None:
+        rows = await self._rows(self._status_sql, {"id": workflow_id})
+        return _stored_status(rows[0]) if rows else None
+
+    async def events(self, workflow_id: str) -> dict[str, Any]:
+        """Every event's latest value, in the order DBOS's get_all_events has them (the
+        same statement)."""
+        rows = await self._rows(self._events_sql, {"id": workflow_id})
+        return {key: decode_portable(value, fmt) for key, value, fmt in rows}
+
+    async def stream(
+        self, workflow_id: str, key: str, offset: int, limit: int
+    ) -> tuple[list[Any], bool, bool] | None:
+        """A stream page (see stream_page); None if the workflow does not exist."""
+        read = await self.stream_with_status(workflow_id, key, offset, limit)
+        return None if read is None else read[1]
+
+    async def stream_with_status(
+        self, workflow_id: str, key: str, offset: int, limit: int
+    ) -> tuple[str, tuple[list[Any], bool, bool]] | None:
+        """The workflow's status and a stream page, read together; None if no workflow."""
+        params = {"id": workflow_id, "key": key, "start": offset, "end": offset + limit + 1}
+        rows = await self._rows(self._stream_sql, params)
+        if not rows:
+            return None
+        status: str = rows[0][0]
+        return status, stream_page(status, (row[1:] for row in rows), offset, limit)
+
+    async def workflows(
+        self,
+        *,
+        app_name: str | None,
+        status: str | None,
+        name: str | None,
+        id_prefix: str | None,
+        limit: int,
+    ) -> list[WorkflowStatus]:
+        """DBOS's list_workflows(sort_desc=True, load_input=False) with these filters.
+
+        The ID prefix is compared case-sensitively on both backends (DBOS's LIKE is not, on
+        SQLite: there a tenant "acme" would see tenant "ACME"'s workflows).
+        """
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": limit}
+        if app_name:
+            where.append("(s.application_name = %(app)s OR s.application_name IS NULL)")
+            params["app"] = app_name
+        if name is not None:
+            where.append("s.name = %(name)s")
+            params["name"] = name
+        if status is not None:
+            where.append("s.status = %(status)s")
+            params["status"] = status
+        if id_prefix is not None:
+            if self._sqlite:
+                where.append("substr(s.workflow_uuid, 1, length(%(prefix)s)) = %(prefix)s")
+                params["prefix"] = id_prefix
+            else:
+                where.append("s.workflow_uuid LIKE %(prefix)s ESCAPE '/'")
+                params["prefix"] = like_prefix(id_prefix)
+        sql = self._list_base
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY s.created_at DESC LIMIT %(limit)s"
+        rows = await self._rows(self._sql(sql), params)
+        return [_stored_status(row) for row in rows]
+
+
+class PostgresReads(DirectReads):
+    """Direct reads on a psycopg AsyncConnectionPool of this server's own (autocommit: one
+    round trip per read)."""
+
+    def __init__(self, url: str, *, max_connections: int, timeout: float) -> None:
+        super().__init__(is_sqlite=False)
+        conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_connections,
+            timeout=timeout,  # waiting for a free connection: PoolTimeout, a 503
+            open=False,
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout))},
+            name="direct-reads",
+        )
+
+    async def open(self) -> None:
+        await self._pool.open(wait=False)
+
+    async def _rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        # A connection cut while the database was away is noticed when used: try the next
+        # (every broken one is dropped from the pool as it is returned).
+        attempts = self._pool.max_size + 1
+        for attempt in range(attempts):
+            conn: psycopg.AsyncConnection[Any] | None = None
+            try:
+                async with self._pool.connection() as conn:
+                    cursor = await conn.execute(sql, params)
+                    return await cursor.fetchall()
+            except psycopg.OperationalError:
+                if conn is None or not conn.broken or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+class SqliteReads(DirectReads):
+    """Direct reads with the stdlib sqlite3, on threads of their own (one connection each)."""
+
+    def __init__(self, path: str, *, threads: int = 2) -> None:
+        super().__init__(is_sqlite=True)
+        self._path = path
+        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="direct-reads")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # Autocommit: each SELECT is its own read transaction.
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._local.conn = conn
+            self._connections.append(conn)
+        return conn
+
+    def _fetch(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return self._connection().execute(sql, params).fetchall()
+
+    async def _rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._fetch, sql, params)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._threads.shutdown, wait=True, cancel_futures=True)
+        for conn in self._connections:
+            conn.close()
+
+
+async def open_direct_reads(url: str, *, max_connections: int, timeout: float) -> DirectReads:
+    """Direct reads of the system database at `url` (a SQLAlchemy URL, as DBOS takes it)."""
+    if url.startswith("sqlite:"):
+        path = sa.engine.make_url(url).database or ""
+        return SqliteReads(path, threads=min(max_connections, 4))
+    reads = PostgresReads(url, max_connections=max_connections, timeout=timeout)
+    await reads.open()
+    return reads

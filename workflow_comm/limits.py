@@ -24,12 +24,18 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
+        # One pass over the headers, no copy: most requests (GETs) have neither.
+        declared: bytes | None = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._reject(send)
             return
-        if declared is None and b"transfer-encoding" not in headers:
+        if declared is None and not chunked:
             await self.app(scope, receive, send)
             return
         body = bytearray()

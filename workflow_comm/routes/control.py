@@ -19,13 +19,20 @@ from workflow_comm.models import (
 )
 from workflow_comm.names import WorkflowKind
 from workflow_comm.params import ListLimit, WorkflowId
-from workflow_comm.service import describe, require_status
+from workflow_comm.service import (
+    describe,
+    direct_reads_lifespan,
+    finished,
+    list_statuses,
+    require_status,
+)
 from workflow_comm.settings import SettingsDep
 from workflow_comm.takeover import LivenessUnknown, Takeover
 from workflow_comm.workflows import FUNCTION_BY_KIND, KIND_BY_FUNCTION
 
 # Authorization, logging and the common error answers come where the router is included (app.py).
-router = APIRouter(prefix="/workflows", tags=["workflows"])
+# Its lifespan opens the direct reads every workflow router uses (service.py).
+router = APIRouter(prefix="/workflows", tags=["workflows"], lifespan=direct_reads_lifespan)
 
 # Resumed whatever their executor. A PENDING workflow is resumed only if its executor is gone:
 # resuming one a live process runs would take it from that process mid-run.
@@ -42,15 +49,11 @@ async def list_workflows(
     limit: ListLimit = names.WORKFLOW_LIST_DEFAULT,
 ) -> WorkflowsPublic:
     """Recent workflows, newest first, optionally filtered by status and kind."""
-    found = await within_db_timeout(
-        DBOS.list_workflows_async(
-            status=status,
-            name=FUNCTION_BY_KIND[kind] if kind else None,
-            limit=limit,
-            sort_desc=True,
-            load_input=False,
-            workflow_id_prefix=tenant_prefix(),  # a tenant's key lists its own only
-        )
+    found = await list_statuses(
+        status=status,
+        name=FUNCTION_BY_KIND[kind] if kind else None,
+        id_prefix=tenant_prefix(),  # a tenant's key lists its own only
+        limit=limit,
     )
     data = [describe(s, public_id(s.workflow_id)) for s in found]
     return WorkflowsPublic(data=data, count=len(data))
@@ -74,6 +77,7 @@ async def cancel_workflow(workflow_id: WorkflowId) -> WorkflowAction:
             409, f"Workflow '{workflow_id}' already finished with status {status.status}."
         )
     await within_db_timeout(DBOS.cancel_workflow_async(stored_id(workflow_id)))
+    finished.forget(stored_id(workflow_id))  # never kept (not finished), but to be sure
     if kind := KIND_BY_FUNCTION.get(status.name):
         WORKFLOWS_FINISHED.labels(kind, "CANCELLED").inc()
     return WorkflowAction(
@@ -107,6 +111,7 @@ async def resume_workflow(
         raise HTTPException(
             409, f"Workflow '{workflow_id}' is {status.status}: {RESUME_APPLIES_TO}"
         )
+    finished.forget(stored_id(workflow_id))  # never kept (not finished), but to be sure
     resumed = await require_status(workflow_id)
     return WorkflowAction(
         workflow_id=workflow_id,

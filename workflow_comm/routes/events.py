@@ -24,7 +24,7 @@ from workflow_comm.models import (
     EventsWorkflowStarted,
 )
 from workflow_comm.params import EventKey, EventTimeout, NSteps, StepSeconds, WorkflowId
-from workflow_comm.service import require_status, start_once
+from workflow_comm.service import read_events, require_status, start_once
 from workflow_comm.workflows import workflow_with_events
 
 # Authorization, logging and the common error answers come where the router is included (app.py).
@@ -58,11 +58,8 @@ async def start_workflow_events(
 @router.get("/workflow-events/{workflow_id}/all")
 async def get_all_workflow_events(workflow_id: WorkflowId) -> EventsPublic:
     """Every event the workflow has set, latest value of each, without waiting."""
-    await require_status(workflow_id)
-    events: dict[str, Any] = await within_db_timeout(
-        DBOS.get_all_events_async(stored_id(workflow_id))
-    )
-    return EventsPublic(workflow_id=workflow_id, events=events)
+    status = await require_status(workflow_id)
+    return EventsPublic(workflow_id=workflow_id, events=await read_events(status))
 
 
 @router.get(

@@ -2,66 +2,78 @@
 
 import asyncio
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-import sqlalchemy as sa
+import psycopg
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from workflow_comm import __version__
-from workflow_comm.models import DatabaseHealth, HealthPublic
-from workflow_comm.settings import Settings, SettingsDep
+from workflow_comm.dbos_internals import DirectReads, open_direct_reads
+from workflow_comm.models import HealthPublic
+from workflow_comm.settings import Settings
 
 
 class DatabaseProbe:
-    """Answers "does the database answer?" in bounded time, apart from DBOS's retrying calls."""
+    """Answers "does the database answer?" in bounded time, apart from DBOS's retrying calls.
 
-    def __init__(self, settings: Settings) -> None:
-        connect_args = {} if settings.is_sqlite else {"connect_timeout": 2}
-        self._engine = sa.create_engine(
-            settings.sqlalchemy_url,
-            pool_size=1,
-            max_overflow=1,
-            pool_pre_ping=True,
-            connect_args=connect_args,
-        )
-        # Threads of its own: on the default executor (DBOS's pool) a probe would queue behind
-        # DBOS's work under load, and a busy server would look like a dead database.
-        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="health-probe")
+    A connection of its own (dbos_internals.DirectReads, one connection): under load a probe
+    never queues behind DBOS's work or the routes' reads, so a busy server does not look like
+    a dead database. Requests that arrive while a probe is under way share its answer: one
+    `SELECT 1` in flight at most, however many ask.
+    """
 
-    def _ping(self) -> None:
-        with self._engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+    def __init__(self, reads: DirectReads, timeout: float = 2.0) -> None:
+        self._reads = reads
+        self._timeout = timeout
+        self._running: asyncio.Task[float | None] | None = None
 
-    async def latency_ms(self, timeout: float = 2.0) -> float | None:
-        """Round-trip time of `SELECT 1`, or None if the database did not answer in time."""
+    async def _probe(self) -> float | None:
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout):
-                await asyncio.get_running_loop().run_in_executor(self._threads, self._ping)
-        except (TimeoutError, sa.exc.SQLAlchemyError):
+            async with asyncio.timeout(self._timeout):
+                await self._reads.ping()
+        except (TimeoutError, psycopg.Error, sqlite3.Error):
             return None
         return (time.perf_counter() - start) * 1000
 
-    def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
-        self._engine.dispose()
+    async def latency_ms(self) -> float | None:
+        """Round-trip time of `SELECT 1`, or None if the database did not answer in time."""
+        running = self._running
+        if running is None or running.done():
+            running = self._running = asyncio.ensure_future(self._probe())
+        # Shielded: one caller going away does not cancel the others' answer.
+        return await asyncio.shield(running)
+
+    async def close(self) -> None:
+        if self._running is not None:
+            self._running.cancel()
+            await asyncio.gather(self._running, return_exceptions=True)
+        await self._reads.close()
 
 
 @asynccontextmanager
 async def probe_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The probe lives as long as the app (merged into its lifespan by include_router)."""
-    probe = DatabaseProbe(app.state.settings)
+    settings: Settings = app.state.settings
+    reads = await open_direct_reads(settings.sqlalchemy_url, max_connections=1, timeout=2.0)
+    probe = DatabaseProbe(reads)
     app.state.db_probe = probe
     app.state.started_at = time.monotonic()
+    # What never changes in the answer, computed once.
+    app.state.health_fixed = {
+        "executor_id": settings.resolved_executor_id,
+        "application_version": settings.application_version,
+        "version": __version__,
+    }
     try:
         yield
     finally:
-        probe.close()
+        await probe.close()
 
 
 router = APIRouter(tags=["health"], lifespan=probe_lifespan)
@@ -80,22 +92,21 @@ def resident_memory_mb() -> float:
     response_model=HealthPublic,
     responses={503: {"model": HealthPublic, "description": "The database does not answer"}},
 )
-async def health(request: Request, settings: SettingsDep) -> JSONResponse:
+async def health(request: Request) -> JSONResponse:
     """200 when the server and its database answer; 503 (same body) when the database does not."""
-    probe: DatabaseProbe = request.app.state.db_probe
-    latency = await probe.latency_ms()
-    body = HealthPublic(
-        status="ok" if latency is not None else "degraded",
-        memory_mb=resident_memory_mb(),
-        threads=threading.active_count(),
-        uptime_seconds=round(time.monotonic() - request.app.state.started_at, 1),
-        database=DatabaseHealth(
-            backend="sqlite" if settings.is_sqlite else "postgres",
-            reachable=latency is not None,
-            latency_ms=None if latency is None else round(latency, 2),
-        ),
-        executor_id=settings.resolved_executor_id,
-        application_version=settings.application_version,
-        version=__version__,
-    )
-    return JSONResponse(body.model_dump(), status_code=200 if latency is not None else 503)
+    state = request.app.state
+    latency = await state.db_probe.latency_ms()
+    # HealthPublic's fields, in its order: the bytes model_dump() + JSONResponse gave.
+    body = {
+        "status": "ok" if latency is not None else "degraded",
+        "memory_mb": resident_memory_mb(),
+        "threads": threading.active_count(),
+        "uptime_seconds": round(time.monotonic() - state.started_at, 1),
+        "database": {
+            "backend": "sqlite" if state.settings.is_sqlite else "postgres",
+            "reachable": latency is not None,
+            "latency_ms": None if latency is None else round(latency, 2),
+        },
+        **state.health_fixed,
+    }
+    return JSONResponse(body, status_code=200 if latency is not None else 503)

@@ -3,6 +3,7 @@
 from typing import Annotated, Any
 
 from dbos import DBOS
+from dbos import error as dbos_error
 from fastapi import APIRouter, Body
 
 from workflow_comm import names
@@ -18,7 +19,7 @@ from workflow_comm.params import (
     Topic,
     WorkflowId,
 )
-from workflow_comm.service import require_status, start_once
+from workflow_comm.service import start_once, unknown_workflow
 from workflow_comm.workflows import workflow_with_messaging
 
 # Authorization, logging and the common error answers come where the router is included (app.py).
@@ -73,10 +74,14 @@ async def send_message(
     idempotency_key: IdempotencyKey = None,
 ) -> MessageSent:
     """Send a JSON object to the workflow. It waits in the workflow's mailbox until received."""
-    await require_status(workflow_id)
-    await within_db_timeout(
-        DBOS.send_async(stored_id(workflow_id), payload, topic, idempotency_key=idempotency_key)
-    )
+    # No status read first: DBOS refuses a message to a workflow that does not exist (the
+    # database's foreign key), and that is the same 404.
+    try:
+        await within_db_timeout(
+            DBOS.send_async(stored_id(workflow_id), payload, topic, idempotency_key=idempotency_key)
+        )
+    except dbos_error.DBOSNonExistentWorkflowError:
+        raise unknown_workflow(workflow_id) from None
     MESSAGES_SENT.labels("http").inc()
     return MessageSent(
         workflow_id=workflow_id,

@@ -13,7 +13,7 @@ from workflow_comm.params import (
     StreamOffset,
     WorkflowId,
 )
-from workflow_comm.service import read_page, require_status, start_once
+from workflow_comm.service import read_stream_page, start_once, unknown_workflow
 from workflow_comm.workflows import stream_entry_count, workflow_with_streaming
 
 # Authorization, logging and the common error answers come where the router is included (app.py).
@@ -50,8 +50,11 @@ async def read_workflow_stream(
     key: StreamKey = names.STREAM_PROGRESS,
 ) -> StreamPage:
     """Everything written from `offset` so far, at once; `closed` says whether more will come."""
-    await require_status(workflow_id)
-    values, has_more, closed = await within_db_timeout(read_page(workflow_id, key, offset, limit))
+    # One statement: the workflow's existence and the page together.
+    page = await within_db_timeout(read_stream_page(workflow_id, key, offset, limit))
+    if page is None:
+        raise unknown_workflow(workflow_id)
+    values, has_more, closed = page
     return StreamPage(
         workflow_id=workflow_id,
         stream_key=key,
