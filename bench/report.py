@@ -18,6 +18,16 @@ EVENT_P50_MS = 10.0
 THROUGHPUT_SHARE = 0.7
 HEALTH_P99_MS = 50.0
 FANOUT_FACTOR = 3.0
+FANOUT_P99_MS = 100.0
+FANOUT_CPU_US = 50.0
+FANOUT_MEASURED_AT = 1000  # subscribers (or the most below it that a mode runs)
+FANOUT_NO_ERRORS_AT = 5000
+IDLE_CPU_PERCENT = 10.0
+IDLE_TRANSACTIONS_PER_SEC = 20.0
+WAITER_RELEASE_MS = 50.0
+WAITER_TIMEOUT_LATE_MS = 1000.0
+WORKERS_FACTOR = 1.4
+REQUEST_CPU_MS = {"health": 0.3, "status": 1.0, "events": 1.0, "stream_page": 1.0}
 
 
 def _p(latency: dict[str, Any], key: str, stat: str) -> float | None:
@@ -27,7 +37,12 @@ def _p(latency: dict[str, Any], key: str, stat: str) -> float | None:
 
 
 def _check(
-    name: str, measured: float | None, limit: float, unit: str, at_most: bool = True
+    name: str,
+    measured: float | None,
+    limit: float,
+    unit: str,
+    at_most: bool = True,
+    skipped: str | None = None,
 ) -> dict[str, Any]:
     met = None if measured is None else (measured <= limit if at_most else measured >= limit)
     return {
@@ -36,7 +51,13 @@ def _check(
         "limit": limit,
         "unit": unit,
         "met": met,
+        # Why it was not measured: the server lacks what the phase needs.
+        "skipped": skipped,
     }
+
+
+def _skip_reason(section: Any) -> str | None:
+    return section.get("skipped") if isinstance(section, dict) else None
 
 
 def evaluate(latency: dict[str, Any], results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -93,32 +114,163 @@ def evaluate(latency: dict[str, Any], results: dict[str, Any]) -> list[dict[str,
             "ms",
         )
     )
-    fan = {r["subscribers"]: r for r in results.get("fanout", [])}
-    most = max(fan) if fan else None
-    one = fan.get(1)
+    checks += _fanout_checks(results)
+    checks += _idle_checks(results.get("idle"))
+    checks += _waiter_checks(results.get("waiters"))
+    workers = results.get("workers")
     checks.append(
         _check(
-            f"fan-out p99 at {most or 1000} subscribers at most 3x that at 1",
-            ratio(fan[most]["latency"]["p99"], one["latency"]["p99"]) if one and most else None,
-            FANOUT_FACTOR,
-            "x 1 subscriber",
+            "2 workers start at least 1.4x the workflows per second of 1 (same clients)",
+            workers.get("ratio") if workers else None,
+            WORKERS_FACTOR,
+            "x 1 worker",
+            at_most=False,
+            skipped=_skip_reason(workers),
         )
     )
-    # "Independent of the subscriber count": stream reads per value at the most subscribers
-    # exceed those at 1 subscriber by less than one read per value.
-    extra = (
-        round(fan[most]["stream_reads_per_value"] - one["stream_reads_per_value"], 2)
-        if one and most
-        else None
-    )
-    checks.append(
+    requests = results.get("requests") or {}
+    rows = {r["name"]: r for r in requests.get("rows", [])}
+    for name, limit in REQUEST_CPU_MS.items():
+        row = rows.get(name)
+        checks.append(
+            _check(
+                f"server CPU per {row['request'] if row else name} at most {limit} ms",
+                row["cpu_ms_per_request"] if row else None,
+                limit,
+                "ms",
+                skipped=_skip_reason(requests),
+            )
+        )
+    return checks
+
+
+def _fanout_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+    skipped = results.get("fanout_skipped", {})
+    for via in ("sse", "ws"):
+        name = {"sse": "SSE", "ws": "WebSocket"}[via]
+        fan = {
+            r["subscribers"]: r
+            for r in results.get("fanout", [])
+            if r.get("transport", "sse") == via
+        }
+        at = max((n for n in fan if n <= FANOUT_MEASURED_AT), default=None)
+        top, one = fan.get(at) if at else None, fan.get(1)
+        reason = skipped.get(via)
+        checks += [
+            _check(
+                f"fan-out {name}: p99 at {at or FANOUT_MEASURED_AT} subscribers at most 3x "
+                "that at 1",
+                ratio(top["latency"]["p99"], one["latency"]["p99"]) if top and one else None,
+                FANOUT_FACTOR,
+                "x 1 subscriber",
+                skipped=reason,
+            ),
+            _check(
+                f"fan-out {name}: p99 at {at or FANOUT_MEASURED_AT} subscribers at most 100 ms",
+                top["latency"]["p99"] if top else None,
+                FANOUT_P99_MS,
+                "ms",
+                skipped=reason,
+            ),
+            _check(
+                f"fan-out {name}: server CPU per delivery at {at or FANOUT_MEASURED_AT} "
+                "subscribers at most 50 us",
+                top["server_cpu_us_per_delivery"] if top else None,
+                FANOUT_CPU_US,
+                "us",
+                skipped=reason,
+            ),
+        ]
+        most = fan.get(FANOUT_NO_ERRORS_AT)
+        checks.append(
+            _check(
+                f"fan-out {name}: {FANOUT_NO_ERRORS_AT} subscribers, none failed or missed a "
+                "value (full mode)",
+                most["failures"] + most["subscribers"] - most["complete_subscribers"]
+                if most
+                else None,
+                0,
+                "subscribers",
+                skipped=reason,
+            )
+        )
+        if via == "sse":
+            # "Independent of the subscriber count": stream reads per value at the most
+            # subscribers exceed those at 1 subscriber by less than one read per value.
+            checks.append(
+                _check(
+                    f"stream reads per value at {at or FANOUT_MEASURED_AT} subscribers minus "
+                    "at 1 (SSE)",
+                    round(top["stream_reads_per_value"] - one["stream_reads_per_value"], 2)
+                    if top and one
+                    else None,
+                    1.0,
+                    "reads/value",
+                )
+            )
+    return checks
+
+
+def _idle_checks(idle: dict[str, Any] | None) -> list[dict[str, Any]]:
+    watched = idle.get("watched") if idle else None
+    n = idle.get("watchers", "N") if idle else "N"
+    reason = _skip_reason(idle)
+    return [
         _check(
-            f"stream reads per value at {most or 1000} subscribers minus at 1",
-            extra,
-            1.0,
-            "reads/value",
-        )
-    )
+            f"idle: server CPU with {n} SSE watchers at most 10% of a core",
+            watched["cpu_percent_of_core"] if watched else None,
+            IDLE_CPU_PERCENT,
+            "% of a core",
+            skipped=reason,
+        ),
+        _check(
+            f"idle: database transactions with {n} SSE watchers at most 20/s",
+            watched["transactions_per_sec"] if watched else None,
+            IDLE_TRANSACTIONS_PER_SEC,
+            "/s",
+            skipped=reason,
+        ),
+        _check(
+            f"idle: /health p99 with {n} SSE watchers at most 50 ms",
+            watched["health"]["p99"] if watched else None,
+            HEALTH_P99_MS,
+            "ms",
+            skipped=reason,
+        ),
+    ]
+
+
+def _waiter_checks(waiters: dict[str, Any] | None) -> list[dict[str, Any]]:
+    checks = []
+    reason = _skip_reason(waiters)
+    for case, where in (("one_workflow", "on one workflow"), ("spread", "one per workflow")):
+        row = waiters.get(case) if waiters else None
+        n = row["waiters"] if row else "N"
+        checks += [
+            _check(
+                f"waiters ({n} {where}): /health p99 while they arrive, wait and are released "
+                "at most 50 ms",
+                row["health"]["arrive_wait_release"]["p99"] if row else None,
+                HEALTH_P99_MS,
+                "ms",
+                skipped=reason,
+            ),
+            _check(
+                f"waiters ({n} {where}): every one answered within 50 ms of its key being set",
+                row["released"]["max"] if row else None,
+                WAITER_RELEASE_MS,
+                "ms (max)",
+                skipped=reason,
+            ),
+            _check(
+                f"waiters ({n} {where}): keys never set answered within 1 s of the timeout",
+                row["timeout_lateness"]["max"] if row else None,
+                WAITER_TIMEOUT_LATE_MS,
+                "ms late (max)",
+                skipped=reason,
+            ),
+        ]
     return checks
 
 
@@ -206,24 +358,33 @@ def markdown(latency: dict[str, Any], results: dict[str, Any], plots: list[str])
 
     fan = results.get("fanout", [])
     if fan:
-        one = next((r["latency"]["p99"] for r in fan if r["subscribers"] == 1), None)
+        ones = {
+            r.get("transport", "sse"): r["latency"]["p99"] for r in fan if r["subscribers"] == 1
+        }
         lines += [
             "",
-            "## Fan-out: one stream, many SSE subscribers",
+            "## Fan-out: one stream, many subscribers (SSE and WebSocket)",
             "",
-            "| subscribers | values received | p50 | p99 | max | p99 / 1 subscriber | "
-            "stream reads per value | all SQL per value | server CPU per delivery | "
-            "failed subscribers |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "Latency in ms from `write_stream` to the subscriber; the baseline is 1 subscriber "
+            "of the same transport.",
+            "",
+            "| transport | subscribers | values received | p50 | p99 | max | "
+            "p99 / 1 subscriber | stream reads per value | all SQL per value | "
+            "server CPU per delivery | failed subscribers | incomplete |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in fan:
             s = r["latency"]
+            via = r.get("transport", "sse")
+            incomplete = r["subscribers"] - r.get("complete_subscribers", r["subscribers"])
             lines.append(
-                f"| {r['subscribers']} | {s['n']} | {_fmt(s['p50'])} | {_fmt(s['p99'])} | "
-                f"{_fmt(s['max'])} | {_fmt(ratio(s['p99'], one))} | "
+                f"| {via} | {r['subscribers']} | {s['n']} | {_fmt(s['p50'])} | "
+                f"{_fmt(s['p99'])} | {_fmt(s['max'])} | {_fmt(ratio(s['p99'], ones.get(via)))} | "
                 f"{_fmt(r['stream_reads_per_value'])} | {_fmt(r['statements_per_value'])} | "
-                f"{_fmt(r['server_cpu_us_per_delivery'])} us | {r['failures']} |"
+                f"{_fmt(r['server_cpu_us_per_delivery'])} us | {r['failures']} | {incomplete} |"
             )
+        for via, reason in results.get("fanout_skipped", {}).items():
+            lines += ["", f"Fan-out over {via} skipped: {reason}."]
 
     conc = results.get("concurrency")
     if conc:
@@ -259,9 +420,12 @@ def markdown(latency: dict[str, Any], results: dict[str, Any], plots: list[str])
             f"| workflows left PENDING | {conc.get('stuck_pending', 0)} |",
         ]
 
+    lines += _capacity_markdown(results)
     lines += ["", "## Targets", "", "| target | measured | limit | met |", "|---|---:|---:|---|"]
     for t in results["targets"]:
-        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        met = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
+        if t.get("skipped"):
+            met = f"skipped: {t['skipped']}"
         lines.append(
             f"| {t['target']} | {_fmt(t['measured'])} {t['unit']} | {_fmt(t['limit'])} | {met} |"
         )
@@ -269,6 +433,168 @@ def markdown(latency: dict[str, Any], results: dict[str, Any], plots: list[str])
         lines.append(f"\nFailed phase {err['phase']}: {err['error']}")
     lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in plots), ""]
     return "\n".join(lines)
+
+
+def _summary_cell(s: dict[str, Any]) -> str:
+    return f"{_fmt(s['p50'])} / {_fmt(s['p99'])} / {_fmt(s['max'])}"
+
+
+def _capacity_markdown(results: dict[str, Any]) -> list[str]:
+    """The idle, waiters, workers and requests sections (each may say it was skipped)."""
+    lines: list[str] = []
+    idle = results.get("idle")
+    if idle:
+        lines += ["", "## Idle watchers", ""]
+        if _skip_reason(idle):
+            lines.append(f"Skipped: {idle['skipped']}.")
+        else:
+            b, w = idle["baseline"], idle["watched"]
+            lines += [
+                f"{idle['workflows']} messaging workflows waiting for approval; nothing changes. "
+                f"Baseline: the same server and workflows, no watcher. Then "
+                f"{idle['status_watchers']} SSE on `/workflows/{{id}}/live` and "
+                f"{idle['events_watchers']} on `/workflow-events/{{id}}/live`, one per "
+                f"workflow (all {idle['watchers']} connected in {idle['connect_sec']} s, "
+                f"{idle['watcher_failures']} failed). Each window: "
+                f"{w['window_sec']} s with no request, then `/health` probed from a process "
+                "of its own.",
+                "",
+                "| figure | no watcher | with watchers | difference |",
+                "|---|---:|---:|---:|",
+            ]
+            for key, label in (
+                ("cpu_percent_of_core", "server CPU, % of a core"),
+                ("transactions_per_sec", "database transactions per second"),
+                ("statements_per_sec", "SQL statements per second (server)"),
+            ):
+                diff = round(w[key] - b[key], 2)
+                lines.append(f"| {label} | {_fmt(b[key])} | {_fmt(w[key])} | {_fmt(diff)} |")
+            p99_ratio = ratio(w["health"]["p99"], b["health"]["p99"])
+            lines.append(
+                f"| /health p50 / p99 / max (ms) | {_summary_cell(b['health'])} | "
+                f"{_summary_cell(w['health'])} | {_fmt(p99_ratio)}x p99 |"
+            )
+            lines.append(
+                f"| events pushed during the quiet window | - | "
+                f"{w.get('events_pushed_in_window')} | |"
+            )
+    waiters = results.get("waiters")
+    if waiters:
+        lines += ["", "## Waiters: many clients in a waiting GET on event keys", ""]
+        if _skip_reason(waiters):
+            lines.append(f"Skipped: {waiters['skipped']}.")
+        else:
+            base = waiters["baseline"]
+            lines += [
+                "Half the waiters wait for a key a benchmark workflow sets (stamping the time) "
+                "once all have arrived; the other half for a key never set before their "
+                "timeout. Baseline: `/health` with no waiter "
+                f"({_summary_cell(base['health'])} ms p50 / p99 / max) and one waiter at a "
+                f"time (event wake {_summary_cell(base['single_waiter_wake'])} ms).",
+                "",
+                "| case | waiters | workflows | timeout s | released after set p50 / p99 / max "
+                "ms | over 50 ms | timed out late by p50 / p99 / max ms | "
+                "/health p50 / p99 / max ms: arriving+waiting | released | timing out | "
+                "problems |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            ]
+            single_p99 = base["single_waiter_wake"]["p99"]
+            for case in ("one_workflow", "spread"):
+                r = waiters[case]
+                h = r["health"]
+                lines.append(
+                    f"| {case.replace('_', ' ')} | {r['waiters']} | {r['workflows']} | "
+                    f"{r['timeout_sec']} | {_summary_cell(r['released'])} | "
+                    f"{r['released_over_50ms']} | {_summary_cell(r['timeout_lateness'])} | "
+                    f"{_summary_cell(h['arrive_and_wait'])} | {_summary_cell(h['release'])} | "
+                    f"{_summary_cell(h['time_out'])} | {r['problems'] or '-'} |"
+                )
+            lines.append("")
+            for case in ("one_workflow", "spread"):
+                r = waiters[case]
+                loaded = r["health"]["arrive_wait_release"]["p99"]
+                lines.append(
+                    f"{case.replace('_', ' ')}: {_fmt(r.get('waiting_at_go'))} waiting by the "
+                    "server's count (comm_waiting_requests) when the keys were set; released p99 "
+                    f"{_fmt(ratio(r['released']['p99'], single_p99))}x one waiter's; "
+                    f"/health p99 while arriving, waiting and released {_fmt(loaded)} ms, "
+                    f"{_fmt(ratio(loaded, base['health']['p99']))}x no waiter's."
+                )
+                lines.append("")
+    workers = results.get("workers")
+    if workers:
+        lines += ["", "## Workers: starts per second, 1 and 2 worker processes", ""]
+        if _skip_reason(workers):
+            lines.append(f"Skipped: {workers['skipped']}.")
+        else:
+            lines += [
+                f"{workers['clients']} clients starting events workflows (1 step, 0 s) for "
+                f"{workers['seconds']} s: the run's server, then a second bench server "
+                "with `--workers 2` on the same database.",
+                "",
+                "| workers | starts/s | errors | server CPU per start (ms) | left PENDING |",
+                "|---:|---:|---:|---:|---:|",
+            ]
+            for n, key in ((1, "one_worker"), (2, "two_workers")):
+                r = workers[key]
+                lines.append(
+                    f"| {n} | {_fmt(r['per_sec'])} | {r['errors']} | "
+                    f"{_fmt(r.get('server_cpu_ms_per_start'))} | {r['stuck_pending']} |"
+                )
+            lines += ["", f"2 workers / 1 worker: {_fmt(workers['ratio'])}x."]
+    requests = results.get("requests")
+    if requests:
+        lines += ["", "## Requests: rate and server CPU per answered request", ""]
+        if _skip_reason(requests):
+            lines.append(f"Skipped: {requests['skipped']}.")
+        else:
+            rows = requests["rows"]
+            health = next((r for r in rows if r["name"] == "health"), None)
+            lines += [
+                f"{rows[0]['clients']} concurrent clients per kind, back to back; CPU is the "
+                "server process tree's (for starts, until the started workflows have run). "
+                "Baseline: `/health`.",
+                "",
+                "| request | answered/s | CPU per request (ms) | CPU / /health's | "
+                "latency p50 / p99 ms | errors |",
+                "|---|---:|---:|---:|---:|---|",
+            ]
+            health_cpu = health["cpu_ms_per_request"] if health else None
+            for r in rows:
+                lines.append(
+                    f"| {r['request']} | {_fmt(r['per_sec'])} | "
+                    f"{_fmt(r['cpu_ms_per_request'])} | "
+                    f"{_fmt(ratio(r['cpu_ms_per_request'], health_cpu))} | "
+                    f"{_fmt(r['latency']['p50'])} / {_fmt(r['latency']['p99'])} | "
+                    f"{r['errors'] or 0} |"
+                )
+            lines += ["", _reference_line(requests.get("reference") or {}, rows)]
+    return lines
+
+
+def _reference_line(ref: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Sends and starts against the previous reference run."""
+    if not ref:
+        return "No reference run to compare sends and starts with."
+    now = {r["name"]: r for r in rows}
+    if "rows" in ref:
+        parts = [
+            f"{name}: {_fmt(now[name]['per_sec'])}/s now, {_fmt(old['per_sec'])}/s then "
+            f"({_fmt(ratio(now[name]['per_sec'], old['per_sec']))}x); CPU "
+            f"{_fmt(now[name]['cpu_ms_per_request'])} ms now, "
+            f"{_fmt(old['cpu_ms_per_request'])} ms then"
+            for name, old in ref["rows"].items()
+            if name in now
+        ]
+        return f"Against {ref['source']}: " + "; ".join(parts) + "."
+    send = ref.get("send_call_ms_one_client") or {}
+    starts = ref.get("starts_per_sec_by_clients") or {}
+    return (
+        f"Against {ref['source']}: a send call took {_fmt(send.get('p50'))} ms p50 "
+        f"there (one client at a time); HTTP starts per second by clients: "
+        + ", ".join(f"{c}: {_fmt(v)}" for c, v in starts.items())
+        + "."
+    )
 
 
 def _cdf(ax: Any, samples: list[float], label: str) -> None:
@@ -332,9 +658,10 @@ def plot_throughput(results: dict[str, Any], path: Path) -> None:
 def plot_fanout(results: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in results["fanout"]:
-        _cdf(ax, r["samples"], f"{r['subscribers']} subscribers")
+        via = r.get("transport", "sse")
+        _cdf(ax, r["samples"], f"{via}, {r['subscribers']} subscribers")
     ax.set_xscale("log")
-    ax.set_xlabel("write_stream -> SSE subscriber (ms, log scale)")
+    ax.set_xlabel("write_stream -> subscriber (ms, log scale)")
     ax.set_ylabel("fraction of deliveries")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

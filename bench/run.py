@@ -6,11 +6,13 @@ bench.inprocess`, a separate process run while no server runs), and Postgres.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -20,21 +22,26 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from bench import load, profile, scenarios
+import aiohttp
+import psutil  # type: ignore[import-untyped]
+
+from bench import capacity, load, profile, scenarios
 from bench.floor import notify_floor
 from bench.http import HTTPTransport, new_session
+from bench.meter import Meter, tree_cpu_seconds
 from bench.scales import Scale
-from bench.stats import summarize, thin
-from tests.support import ServerProcess, ThrowawayPostgres, process_env, unique_id
+from bench.stats import ratio, summarize, thin
+from tests.support import ROOT, ServerProcess, ThrowawayPostgres, process_env, unique_id
 
 logger = logging.getLogger("bench")
 
 # Room for the concurrency and fan-out scenarios' live connections.
 # The load scenarios' clients all come from 127.0.0.1, so the per-client cap on waiting
 # requests is raised with the others.
-BENCH_SERVER_ENV = {"COMM_MAX_LIVE_CONNECTIONS": "5000", "COMM_MAX_WAITS_PER_CLIENT": "5000"}
+# 5,000 fan-out subscribers per transport, 1,000 waiters and 1,000 idle watchers.
+BENCH_SERVER_ENV = {"COMM_MAX_LIVE_CONNECTIONS": "12000", "COMM_MAX_WAITS_PER_CLIENT": "12000"}
 # What --only can choose; "sqlite" runs message/event/stream/poll on the SQLite server too.
 PHASE_GROUPS = (
     "floor",
@@ -46,15 +53,76 @@ PHASE_GROUPS = (
     "throughput",
     "fanout",
     "concurrency",
+    "idle",
+    "waiters",
+    "requests",
+    "workers",
     "sqlite",
 )
 
 
 class BenchServer(ServerProcess):
-    """tests.support.ServerProcess, running bench.server: the app plus the bench routes."""
+    """tests.support.ServerProcess, running bench.server: the app plus the bench routes;
+    with `workers` > 1 as `--workers N` (a supervisor and N worker processes)."""
+
+    def __init__(self, *args: Any, workers: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workers = workers
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "bench.server", "--port", str(self.port)]
+        extra = ["--workers", str(self.workers)] if self.workers > 1 else []
+        return [sys.executable, "-m", "bench.server", "--port", str(self.port), *extra]
+
+    def start(self, ready_timeout: float = 60.0) -> Self:
+        super().start(ready_timeout)
+        if self.workers > 1:
+            self._wait_for_listeners(ready_timeout)
+        return self
+
+    def _wait_for_listeners(self, timeout: float) -> None:
+        """Until every worker listens on the port (the first one answering /health says
+        nothing of the others)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listening = 0
+            for child in psutil.Process(self.pid).children():
+                with contextlib.suppress(psutil.Error):
+                    listening += any(
+                        c.status == psutil.CONN_LISTEN and c.laddr.port == self.port
+                        for c in child.net_connections(kind="tcp")
+                    )
+            if listening >= self.workers:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.workers} workers did not all listen within {timeout}s")
+
+
+def raise_open_files_limit() -> None:
+    """Thousands of connections: the driver's and the server's (which inherits it) limit on
+    open files as high as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+async def missing_routes(http: HTTPTransport, routes: list[str]) -> str | None:
+    """None if the server's OpenAPI lists every "METHOD /path", else which it lacks."""
+    spec = await http.request("GET", "/openapi.json")
+    offered = {f"{m.upper()} {p}" for p, ops in spec.get("paths", {}).items() for m in ops}
+    lacking = [route for route in routes if route not in offered]
+    return f"the server has no {', '.join(lacking)}" if lacking else None
+
+
+async def missing_websocket(http: HTTPTransport) -> str | None:
+    """None if `WS /ws/workflows/{id}` accepts a connection (not in the OpenAPI)."""
+    url = http.base_url.replace("http", "ws", 1) + "/ws/workflows/bench-no-such-workflow"
+    try:
+        async with http.session.ws_connect(url) as ws:
+            await ws.receive(timeout=10)
+    except aiohttp.WSServerHandshakeError as exc:
+        return f"WS /ws/workflows/{{id}} refused the handshake ({exc.status})"
+    return None
 
 
 class Run:
@@ -204,20 +272,34 @@ async def measure_postgres_load(run: Run, server: BenchServer, database_url: str
 
         async def fanout() -> None:
             rows = run.results.setdefault("fanout", [])
-            for subscribers in scale.fanout_levels:
-                row = await load.fanout(
-                    http, server.pid, subscribers, scale.fanout_values, scale.fanout_interval
-                )
-                rows.append(row)
-                logger.info(
-                    "   fan-out %s: p99 %s ms, %s stream reads/value, %s failures, "
-                    "server CPU %s us per delivery",
-                    subscribers,
-                    row["latency"]["p99"],
-                    row["stream_reads_per_value"],
-                    row["failures"],
-                    row["server_cpu_us_per_delivery"],
-                )
+            skipped = run.results.setdefault("fanout_skipped", {})
+            for via in ("sse", "ws"):
+                reason = await missing_websocket(http) if via == "ws" else None
+                if reason:
+                    skipped[via] = reason
+                    logger.info("   fan-out over %s skipped: %s", via, reason)
+                    continue
+                for subscribers in scale.fanout_levels:
+                    row = await load.fanout(
+                        http,
+                        server.pid,
+                        subscribers,
+                        scale.fanout_values,
+                        scale.fanout_interval,
+                        via,
+                    )
+                    rows.append(row)
+                    logger.info(
+                        "   fan-out %s %s: p50 %s p99 %s ms, %s stream reads/value, "
+                        "%s failures, server CPU %s us per delivery",
+                        via,
+                        subscribers,
+                        row["latency"]["p50"],
+                        row["latency"]["p99"],
+                        row["stream_reads_per_value"],
+                        row["failures"],
+                        row["server_cpu_us_per_delivery"],
+                    )
 
         async def concurrency() -> None:
             with load.Monitor(server.base_url, server.pid, database_url) as monitor:
@@ -238,6 +320,190 @@ async def measure_postgres_load(run: Run, server: BenchServer, database_url: str
         await run.phase("concurrency", concurrency, "concurrency")
 
 
+def _skipped(run: Run, key: str, reason: str) -> None:
+    run.results[key] = {"skipped": reason}
+    logger.info("   skipped: %s", reason)
+
+
+async def measure_capacity(run: Run, server: BenchServer, database_url: str) -> None:
+    """(10) idle watchers, (11) waiters, (13) requests against the Postgres server."""
+    scale = run.scale
+    async with new_session() as session:
+        http = HTTPTransport(session, server.base_url)
+
+        async def idle() -> None:
+            reason = await missing_routes(
+                http,
+                ["GET /workflows/{workflow_id}/live", "GET /workflow-events/{workflow_id}/live"],
+            )
+            if reason:
+                return _skipped(run, "idle", reason)
+            meter = Meter(http, server.pid, database_url)
+            try:
+                row = await capacity.idle(
+                    http,
+                    meter,
+                    scale.idle_workflows,
+                    scale.idle_window_sec,
+                    scale.idle_probe_sec,
+                    settle_sec=scale.idle_settle_sec,
+                )
+            finally:
+                meter.close()
+            run.results["idle"] = row
+            for name in ("baseline", "watched"):
+                w = row[name]
+                logger.info(
+                    "   idle, %s: CPU %s%% of a core, %s transactions/s, %s statements/s, "
+                    "/health p50 %s p99 %s ms",
+                    name,
+                    w["cpu_percent_of_core"],
+                    w["transactions_per_sec"],
+                    w["statements_per_sec"],
+                    w["health"]["p50"],
+                    w["health"]["p99"],
+                )
+
+        async def waiters() -> None:
+            reason = await missing_routes(http, ["GET /workflow-events/{workflow_id}/{event_key}"])
+            if reason:
+                return _skipped(run, "waiters", reason)
+            row = await capacity.waiters(
+                http,
+                scale.waiters,
+                scale.waiter_workflows,
+                scale.waiter_timeout_sec,
+                probe_sec=min(5.0, scale.idle_probe_sec),
+            )
+            run.results["waiters"] = row
+            for name in ("one_workflow", "spread"):
+                case = row[name]
+                logger.info(
+                    "   waiters, %s (%s on %s workflows): released p50 %s p99 %s max %s ms "
+                    "after set; timeouts late by max %s ms; /health p99 %s ms; problems %s",
+                    name,
+                    case["waiters"],
+                    case["workflows"],
+                    case["released"]["p50"],
+                    case["released"]["p99"],
+                    case["released"]["max"],
+                    case["timeout_lateness"]["max"],
+                    case["health"]["arrive_wait_release"]["p99"],
+                    case["problems"],
+                )
+
+        async def requests() -> None:
+            reason = await missing_routes(
+                http,
+                [
+                    "GET /health",
+                    "GET /workflows/{workflow_id}",
+                    "GET /workflow-events/{workflow_id}/all",
+                    "GET /workflow-stream/{workflow_id}",
+                    "POST /send-message/{workflow_id}",
+                    "POST /start-workflow-events/{workflow_id}/{n_steps}",
+                    "POST /start-workflow-streaming/{workflow_id}/{n_steps}",
+                ],
+            )
+            if reason:
+                return _skipped(run, "requests", reason)
+            rows = await capacity.requests(
+                http, server.pid, scale.request_clients, scale.request_seconds
+            )
+            run.results["requests"] = {"rows": rows, "reference": reference_requests()}
+            for row in rows:
+                logger.info(
+                    "   %-60s %7s/s  %6s ms CPU each  p99 %s ms  errors %s",
+                    row["request"],
+                    row["per_sec"],
+                    row["cpu_ms_per_request"],
+                    row["latency"]["p99"],
+                    row["errors"] or 0,
+                )
+
+        await run.phase("idle watchers", idle, "idle")
+        await run.phase("waiters", waiters, "waiters")
+        await run.phase("requests", requests, "requests")
+
+
+REFERENCE = ROOT / "bench" / "reference" / "full.json"
+
+
+def reference_requests() -> dict[str, Any]:
+    """What bench/reference/full.json says of sends and starts: its requests rows if it has
+    them, else its send call latency and HTTP start rates (other measurements, shown as
+    they are)."""
+    if not REFERENCE.exists():
+        return {}
+    ref = json.loads(REFERENCE.read_text())
+    rows = ref.get("requests", {}).get("rows") if isinstance(ref.get("requests"), dict) else None
+    if rows:
+        return {
+            "source": f"{REFERENCE.name}, requests",
+            "rows": {r["name"]: r for r in rows if r["name"] in ("send", "start")},
+        }
+    send = ref.get("latency", {}).get("send_http_postgres", {}).get("summary")
+    starts = {r["concurrency"]: r["per_sec"] for r in ref.get("throughput_http", [])}
+    return {
+        "source": f"{REFERENCE.name} ({ref.get('meta', {}).get('started_at', '?')}), "
+        "which has no requests phase",
+        "send_call_ms_one_client": send,
+        "starts_per_sec_by_clients": starts,
+    }
+
+
+async def measure_workers(
+    run: Run, server: BenchServer, database_url: str, env: dict[str, str], workdir: Path
+) -> None:
+    """(12) workflow starts per second from the same clients, on 1 and on 2 workers."""
+    scale = run.scale
+
+    async def workers() -> None:
+        async def starts(target: BenchServer) -> dict[str, Any]:
+            async with new_session() as session:
+                http = HTTPTransport(session, target.base_url)
+                cpu = tree_cpu_seconds(target.pid)
+                row = await scenarios.start_throughput(
+                    http, scale.workers_clients, scale.workers_seconds
+                )
+                row["server_cpu_ms_per_start"] = round(
+                    (tree_cpu_seconds(target.pid) - cpu) * 1000 / max(1, row["started"]), 2
+                )
+                return row
+
+        (workdir / "workers").mkdir(exist_ok=True)
+        two = BenchServer(database_url, workdir=workdir / "workers", env=env, workers=2)
+        try:
+            await asyncio.to_thread(two.start)
+        except AssertionError as exc:  # it exited: a server.py without --workers says so
+            if "unrecognized arguments: --workers" not in str(exc):
+                raise
+            return _skipped(run, "workers", "server.py does not take --workers")
+        try:
+            one = await starts(server)
+            run.server_pid = two.pid
+            both = await starts(two)
+        finally:
+            run.server_pid = server.pid
+            two.stop()
+        run.results["workers"] = {
+            "clients": scale.workers_clients,
+            "seconds": scale.workers_seconds,
+            "one_worker": one,
+            "two_workers": both,
+            "ratio": ratio(both["per_sec"], one["per_sec"]),
+        }
+        logger.info(
+            "   starts/s at %s clients: 1 worker %s, 2 workers %s (%sx)",
+            scale.workers_clients,
+            one["per_sec"],
+            both["per_sec"],
+            run.results["workers"]["ratio"],
+        )
+
+    await run.phase("workers", workers, "workers")
+
+
 async def run_all(
     scale: Scale,
     database_url: str | None,
@@ -246,6 +512,7 @@ async def run_all(
     only: set[str] | None = None,
 ) -> Run:
     run = Run(scale, profile_dir, only)
+    raise_open_files_limit()
     started = time.time()
     load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="comm-bench-"))
@@ -286,6 +553,8 @@ async def run_all(
             run.server_pid = server.pid
             await measure_latencies(run, server, "postgres", 1.0)
             await measure_postgres_load(run, server, server_db)
+            await measure_capacity(run, server, server_db)
+            await measure_workers(run, server, server_db, env, workdir)
         if run.wants("sqlite"):
             (workdir / "sqlite").mkdir()
             with BenchServer(None, workdir=workdir / "sqlite", env=env) as server:

@@ -25,6 +25,17 @@ class Scale:
     fanout_values: int
     fanout_interval: float
     sqlite_share: float  # (9) share of the Postgres sample counts run on SQLite
+    idle_workflows: int  # (10) waiting workflows, each followed by one SSE watcher
+    idle_window_sec: float  # the quiet window measured, with and without the watchers
+    idle_settle_sec: float  # quiet before each window (Postgres publishes counts late)
+    idle_probe_sec: float  # then /health probed for this long
+    waiters: int  # (11) waiting GETs on event keys of one workflow
+    waiter_workflows: int  # ... and spread over this many workflows, one each
+    waiter_timeout_sec: float  # their ?timeout= (half of the keys are never set)
+    workers_clients: int  # (12) concurrent clients starting workflows, 1 and 2 workers
+    workers_seconds: float
+    request_clients: int  # (13) concurrent clients per request kind
+    request_seconds: float
 
     def baseline_plan(self) -> dict[str, Any]:
         """What the in-process baseline runs: the same counts as the HTTP side."""
@@ -63,6 +74,17 @@ SCALES = {
         fanout_values=5,
         fanout_interval=0.02,
         sqlite_share=1.0,
+        idle_workflows=6,
+        idle_window_sec=1.0,
+        idle_settle_sec=0.3,
+        idle_probe_sec=0.5,
+        waiters=10,
+        waiter_workflows=6,
+        waiter_timeout_sec=1.5,
+        workers_clients=50,
+        workers_seconds=0.5,
+        request_clients=20,
+        request_seconds=0.25,
     ),
     "quick": Scale(
         name="quick",
@@ -84,6 +106,17 @@ SCALES = {
         fanout_values=20,
         fanout_interval=0.05,
         sqlite_share=0.5,
+        idle_workflows=300,
+        idle_window_sec=10.0,
+        idle_settle_sec=11.0,
+        idle_probe_sec=5.0,
+        waiters=1000,
+        waiter_workflows=300,
+        waiter_timeout_sec=10.0,
+        workers_clients=50,
+        workers_seconds=5.0,
+        request_clients=20,
+        request_seconds=3.0,
     ),
     "full": Scale(
         name="full",
@@ -101,9 +134,20 @@ SCALES = {
         conc_workflows=1000,
         conc_waiters=500,
         conc_subscribers=500,
-        fanout_levels=(1, 100, 1000),
+        fanout_levels=(1, 100, 1000, 5000),
         fanout_values=100,
         fanout_interval=0.02,
         sqlite_share=1.0,
+        idle_workflows=1000,
+        idle_window_sec=10.0,
+        idle_settle_sec=11.0,
+        idle_probe_sec=10.0,
+        waiters=1000,
+        waiter_workflows=1000,
+        waiter_timeout_sec=30.0,
+        workers_clients=50,
+        workers_seconds=15.0,
+        request_clients=20,
+        request_seconds=5.0,
     ),
 }
