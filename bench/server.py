@@ -7,15 +7,19 @@
 Everything measured goes through the app's own routes (send-message, workflow-events,
 workflow-stream, the live endpoints, start-workflow-*); only starting the benchmark's
 time-stamping workflows, and counting the SQL statements the process sends (to report
-database queries per streamed value), need the routes added here.
+database queries per streamed value), need the routes added here. Statements are counted
+as SQLAlchemy sends them (DBOS) and as psycopg sends them outside SQLAlchemy (the server's
+direct reads, connection pings); the stdlib sqlite3 reads of a SQLite server are not.
 """
 
 import argparse
+import inspect
 import os
 import threading
 from collections import Counter
-from typing import Annotated
+from typing import Annotated, Any
 
+import psycopg
 import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 from fastapi import APIRouter, FastAPI, Query
@@ -36,9 +40,7 @@ def _shape(statement: str) -> str:
     return " ".join(statement.split())[:100]
 
 
-@sa.event.listens_for(sa.engine.Engine, "before_cursor_execute")
-def _count_statement(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-    """Every SQL statement of every engine in this process, and those that read streams."""
+def _count(statement: str) -> None:
     reads_stream = statement.lstrip().upper().startswith("SELECT") and "streams" in statement
     shape = _shape(statement)
     with _statements_lock:  # DBOS sends its statements from many threads
@@ -46,6 +48,67 @@ def _count_statement(_conn: object, _cursor: object, statement: str, *_: object)
         _by_shape[shape] += 1
         if reads_stream:
             _statements["stream_reads"] += 1
+
+
+# Set while SQLAlchemy executes a statement on this thread: psycopg's execute under it is
+# the same statement, counted once.
+_in_sqlalchemy = threading.local()
+
+
+@sa.event.listens_for(sa.engine.Engine, "before_cursor_execute")
+def _count_statement(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+    """Every SQL statement of every SQLAlchemy engine in this process (DBOS's own)."""
+    _in_sqlalchemy.active = True
+    _count(statement)
+
+
+@sa.event.listens_for(sa.engine.Engine, "after_cursor_execute")
+def _statement_done(*_: object) -> None:
+    _in_sqlalchemy.active = False
+
+
+@sa.event.listens_for(sa.engine.Engine, "handle_error")
+def _statement_failed(*_: object) -> None:
+    _in_sqlalchemy.active = False
+
+
+def _text(query: object) -> str:
+    if isinstance(query, str):
+        return query
+    if isinstance(query, bytes):
+        return query.decode(errors="replace")
+    return repr(query)  # a psycopg.sql.Composed
+
+
+def _count_psycopg_directly() -> None:
+    """Also count what the process sends with psycopg itself, outside SQLAlchemy: the
+    server's direct reads (an async pool), SQLAlchemy's connection pings, DBOS's LISTEN."""
+    for cls in (psycopg.Cursor, psycopg.AsyncCursor):
+        for name in ("execute", "executemany"):
+            original = getattr(cls, name)
+            if inspect.iscoroutinefunction(original):
+
+                async def counted_async(
+                    self: Any, query: Any, *args: Any, _original: Any = original, **kw: Any
+                ) -> Any:
+                    if not getattr(_in_sqlalchemy, "active", False):
+                        _count(_text(query))
+                    return await _original(self, query, *args, **kw)
+
+                setattr(cls, name, counted_async)
+            else:
+
+                def counted(
+                    self: Any, query: Any, *args: Any, _original: Any = original, **kw: Any
+                ) -> Any:
+                    if not getattr(_in_sqlalchemy, "active", False):
+                        _count(_text(query))
+                    return _original(self, query, *args, **kw)
+
+                setattr(cls, name, counted)
+
+
+_count_psycopg_directly()
 
 
 @router.get("/db-statements")
