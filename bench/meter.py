@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
@@ -42,6 +43,7 @@ class Transactions:
     """Transactions committed or rolled back so far in one database, from pg_stat_database."""
 
     def __init__(self, database_url: str) -> None:
+        database_url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
         self.dbname = conninfo_to_dict(database_url).get("dbname") or "postgres"
         # Read from another database, so that these reads are not counted; if that is not
         # allowed (an external database), from the same one, each read then counting one.
@@ -114,6 +116,7 @@ class HealthProbe:
             [sys.executable, "-m", "bench.probe", self.base_url, "--interval", str(self.interval)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parent.parent,  # where `bench` is a package
         )
         return self
 
