@@ -87,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_ring = KeyRing(settings.api_keys)
     live.use_heartbeat(settings.sse_heartbeat_sec)
     app.state.client_waits = ClientWaits(settings.max_waits_per_client)
+    # Innermost: GET /health answered before routing, inside the body limit, CORS and metrics.
+    app.add_middleware(health.HealthShortcut)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)
     if settings.cors_origins:
         # Outside the body limit and auth, so a browser can read their 413 and 401 answers.
