@@ -7,7 +7,7 @@ The package, top down (each file imports only files listed below it):
   control.py (status, list, cancel, resume), live.py (SSE), websocket.py, health.py,
   metrics.py, dashboard.py (the page at /), apidocs.py (/docs and /redoc offline).
 - runtime.py: DBOS's configuration and lifespan, with the live hub and takeover.
-- live/: live push, one shared reader per watched workflow fanned out to subscribers.
+- live/: live push and waiting event reads, from state shared per watched workflow.
 - takeover.py: a surviving server finishes a dead server's workflows (Postgres locks).
 - service.py: what routes share: start once under an ID, look a workflow up, describe it.
 - workflows.py: the three demo workflows (no HTTP).

@@ -70,6 +70,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {**errors, 503: "Too many live connections, or no database"}, sse=True
         ),
     )
+    app.include_router(
+        live.list_router,
+        dependencies=[Depends(authorize_live)],
+        responses=error_responses(
+            {401: UNAUTHORIZED, 422: OUT_OF_BOUNDS, 503: "Too many live connections"}, sse=True
+        ),
+    )
     app.include_router(websocket.router)  # authorizes in its handler, with close codes
     for area in (events, messaging, streaming, control):
         app.include_router(
@@ -85,7 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(WebSocketRequestValidationError, websocket.refuse_invalid_parameters)
     app.state.settings = settings
     app.state.key_ring = KeyRing(settings.api_keys)
-    live.use_heartbeat(settings.sse_heartbeat_sec)
     app.state.client_waits = ClientWaits(settings.max_waits_per_client)
     # Innermost: GET /health answered before routing, inside the body limit, CORS and metrics.
     app.add_middleware(health.HealthShortcut)

@@ -5,9 +5,10 @@ file (and running the tests that cover each piece: tests/test_multi_instance.py 
 tests/test_db_outage.py for the two outage workarounds, tests/test_live.py for the events
 history and the wakeups); nothing else in the package reaches into DBOS.
 
-- Tables: `workflow_status` (takeover's PENDING scan), `workflow_events_history` (every
-  set_event, where the public API shows only the latest value). In the `dbos` schema on
-  Postgres; unqualified on SQLite.
+- Tables: `workflow_status` (takeover's PENDING scan; the live hub's batched status reads),
+  `workflow_events_history` (every set_event, where the public API shows only the latest
+  value), `streams` (the live hub's stream heads). In the `dbos` schema on Postgres;
+  unqualified on SQLite. The live hub's queries are in their own section at the end.
 - Channels: what DBOS NOTIFYs on after a write, and the payload's shape.
 - Private calls: `DBOS._recover_pending_workflows` (takeover), the system database's waiter
   registries (re-checked after an outage).
@@ -28,6 +29,7 @@ import psycopg
 import sqlalchemy as sa
 from dbos import DBOS, WorkflowHandle, WorkflowStatus, _serialization, _sys_db
 from dbos._dbos import _get_dbos_instance
+from dbos._sys_db import is_serialized_stream_closed_sentinel
 from psycopg_pool import AsyncConnectionPool
 
 DBOS_VERSION_CHECKED = "3.4.0"
@@ -45,19 +47,6 @@ WHERE status = 'PENDING' AND application_version = %(version)s AND executor_id <
 
 # How a value is stored when written with DBOSPortableJSONSerializer (this server's).
 PORTABLE_JSON = "portable_json"
-
-
-def events_history_query(is_sqlite: bool) -> sa.TextClause:
-    """(key, value, serialization, version) of a workflow's set_events after a version.
-
-    DBOS keeps every set_event in `workflow_events_history`; `function_id` orders them and is
-    the per-workflow version the live endpoints send.
-    """
-    schema = "" if is_sqlite else "dbos."
-    return sa.text(
-        f"SELECT key, value, serialization, function_id FROM {schema}workflow_events_history"
-        " WHERE workflow_uuid = :workflow_id AND function_id > :after ORDER BY function_id"
-    )
 
 
 def decode_value(text: str | None, serialization: str | None) -> Any:
@@ -135,6 +124,99 @@ def _refused_in_workflow(context: sa.engine.ExceptionContext) -> None:
         and DBOS.workflow_id is not None
     ):
         context.is_disconnect = True
+
+
+# == live push: batched reads of every watched workflow (live/database.py) ======================
+#
+# The live hub reads all the workflows it watches in one statement per kind of data, however
+# many there are: `= ANY(:ids)` with a text[] on Postgres, `json_each(:ids)` over a JSON array
+# on SQLite (one parameter, whatever the number of IDs). live_batch() builds the parameters.
+
+
+def _table(is_sqlite: bool, name: str) -> str:
+    return name if is_sqlite else f"dbos.{name}"
+
+
+def _ids_in(is_sqlite: bool, column: str) -> str:
+    if is_sqlite:
+        return f"{column} IN (SELECT value FROM json_each(:ids))"
+    return f"{column} = ANY(CAST(:ids AS text[]))"
+
+
+def live_batch(is_sqlite: bool, ids: list[str], **lists: list[Any]) -> dict[str, Any]:
+    """The parameters of a batched live query: `ids`, and per-ID lists (such as `afters`)."""
+    if is_sqlite:
+        return {"ids": json.dumps(ids), **{k: json.dumps(v) for k, v in lists.items()}}
+    return {"ids": ids, **lists}
+
+
+def live_statuses_query(is_sqlite: bool) -> sa.TextClause:
+    """(workflow_uuid, status) of every workflow in :ids."""
+    return sa.text(
+        f"SELECT workflow_uuid, status FROM {_table(is_sqlite, 'workflow_status')}"
+        f" WHERE {_ids_in(is_sqlite, 'workflow_uuid')}"
+    )
+
+
+def live_event_changes_query(is_sqlite: bool) -> sa.TextClause:
+    """(workflow_uuid, key, value, serialization, version) of every set_event of each workflow
+    in :ids after its own version in :afters (the same position), oldest first.
+
+    `function_id` orders a workflow's set_events and is the version the live endpoints send.
+    """
+    history = _table(is_sqlite, "workflow_events_history")
+    if is_sqlite:
+        wanted = (
+            "(SELECT i.value AS id, a.value AS after FROM json_each(:ids) i"
+            " JOIN json_each(:afters) a ON a.key = i.key) w"
+        )
+    else:
+        wanted = "unnest(CAST(:ids AS text[]), CAST(:afters AS integer[])) AS w(id, after)"
+    return sa.text(
+        "SELECT h.workflow_uuid, h.key, h.value, h.serialization, h.function_id"
+        f" FROM {history} h JOIN {wanted}"
+        " ON h.workflow_uuid = w.id AND h.function_id > w.after"
+        " ORDER BY h.workflow_uuid, h.function_id"
+    )
+
+
+def live_stream_heads_query(is_sqlite: bool) -> sa.TextClause:
+    """(workflow_uuid, key, highest offset written) of every stream of each workflow in :ids.
+
+    The highest row of a closed stream is its close marker (see is_stream_close_marker).
+    """
+    return sa.text(
+        f'SELECT workflow_uuid, key, MAX("offset") FROM {_table(is_sqlite, "streams")}'
+        f" WHERE {_ids_in(is_sqlite, 'workflow_uuid')} GROUP BY workflow_uuid, key"
+    )
+
+
+def live_stream_last_query(is_sqlite: bool) -> sa.TextClause:
+    """(offset, value, serialization) of the last row of one stream (:workflow_id, :key)."""
+    return sa.text(
+        f'SELECT "offset", value, serialization FROM {_table(is_sqlite, "streams")}'
+        ' WHERE workflow_uuid = :workflow_id AND key = :key ORDER BY "offset" DESC LIMIT 1'
+    )
+
+
+def is_stream_close_marker(value: str | None, serialization: str | None) -> bool:
+    """Whether a stored stream row is the marker close_stream writes after the last value."""
+    return bool(is_serialized_stream_closed_sentinel(value, serialization))
+
+
+def live_changed_workflows_query(is_sqlite: bool) -> sa.TextClause:
+    """(workflow_uuid, updated_at) of workflows changed (or created) after :since (epoch ms),
+    oldest change first, at most :limit. `updated_at` moves on every status change."""
+    return sa.text(
+        f"SELECT workflow_uuid, updated_at FROM {_table(is_sqlite, 'workflow_status')}"
+        " WHERE updated_at > :since ORDER BY updated_at LIMIT :limit"
+    )
+
+
+# What each channel of NOTIFY_CHANNELS wakes: a workflow's events, or its streams.
+LIVE_EVENTS_CHANNEL = "dbos_workflow_events_channel"
+LIVE_STREAMS_CHANNEL = "dbos_streams_channel"
+assert {LIVE_EVENTS_CHANNEL, LIVE_STREAMS_CHANNEL} <= set(NOTIFY_CHANNELS)
 
 
 # == requests: direct reads of DBOS's tables (service.py) =========================================

@@ -63,5 +63,7 @@ MESSAGE_MAX_BYTES_DEFAULT: Final = 64 * 1024
 STREAM_PAGE_MAX: Final = 5000
 # DBOS reads 100 values ahead of an offset into a 32-bit column: keep well clear of 2^31.
 STREAM_OFFSET_MAX: Final = 2**30
+# The most values a live stream may start with (`?tail=N`): what the replay buffer holds by default.
+STREAM_TAIL_MAX: Final = 1000
 WORKFLOW_LIST_DEFAULT: Final = 50
 WORKFLOW_LIST_MAX: Final = 500

@@ -1,8 +1,9 @@
-"""Live push: one shared reader per watched workflow, fanned out to every subscriber.
+"""Live push: shared state per watched workflow, read in batches, fanned out to every watcher.
 
-- items.py: what flows from a reader to its subscribers.
-- database.py: the reads the live readers need beyond DBOS's public API, and Postgres wakeups.
-- feed.py: one workflow's readers (status, events, streams) and its subscribers.
-- hub.py: the registry of feeds, the connection cap and shutdown.
-- finished.py: tells waiting event reads that their workflow finished.
+- items.py: what flows from a feed to its subscribers.
+- frames.py: each item encoded once, as an SSE frame and a WebSocket frame.
+- database.py: the batched reads (one query for all watched workflows), Postgres wakeups.
+- feed.py: one workflow's shared state (status, events, streams), subscribers and waiters.
+- hub.py: the registry of feeds, the readers that serve them all, the connection cap and
+  shutdown.
 """

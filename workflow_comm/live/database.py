@@ -1,13 +1,15 @@
-"""Reads the live readers need beyond DBOS's public API, and Postgres wakeups.
+"""The live hub's database reads, each batched over every watched workflow, and Postgres wakeups.
 
-DBOS keeps every set_event in `workflow_events_history` (its public API shows only the latest
-value); reading it lets a watcher see each change, not just where a key ended up. The table's
-layout and DBOS's channels are in dbos_internals.py.
+Every read here is one statement for any number of workflows (the SQL is in dbos_internals.py),
+run in a worker thread so the event loop never waits on the database. DBOS keeps every
+set_event in `workflow_events_history` (its public API shows only the latest value); reading it
+lets a watcher see each change, not just where a key ended up.
 """
 
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -15,8 +17,15 @@ import sqlalchemy as sa
 
 from workflow_comm.dbos_internals import (
     NOTIFY_CHANNELS,
+    PORTABLE_JSON,
     decode_value,
-    events_history_query,
+    is_stream_close_marker,
+    live_batch,
+    live_changed_workflows_query,
+    live_event_changes_query,
+    live_statuses_query,
+    live_stream_heads_query,
+    live_stream_last_query,
     notified_workflow,
 )
 from workflow_comm.settings import Settings
@@ -24,40 +33,91 @@ from workflow_comm.settings import Settings
 logger = logging.getLogger("workflow_comm")
 
 
-class EventHistory:
-    """Reads a workflow's event changes after a given version, oldest first."""
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    key: str
+    value: Any  # decoded JSON; None when `decoded` is False
+    version: int
+    decoded: bool  # False: not stored as JSON, so not read here (DBOS's own read can)
+
+
+class LiveDatabase:
+    """The batched reads of the live hub, on a small connection pool of its own."""
 
     def __init__(self, settings: Settings) -> None:
-        self._query = events_history_query(settings.is_sqlite)
-        self._engine = sa.create_engine(
-            settings.sqlalchemy_url,
-            pool_size=2,
-            max_overflow=8,
-            pool_pre_ping=True,
-        )
+        self.is_sqlite = settings.is_sqlite
+        sqlite = self.is_sqlite
+        self._statuses = live_statuses_query(sqlite)
+        self._events = live_event_changes_query(sqlite)
+        self._heads = live_stream_heads_query(sqlite)
+        self._last = live_stream_last_query(sqlite)
+        self._changed = live_changed_workflows_query(sqlite)
+        # No pre-ping (it would double the transactions of every poll): a connection lost
+        # with a database restart fails one read, is dropped, and the next read reconnects.
+        self._engine = sa.create_engine(settings.sqlalchemy_url, pool_size=2, max_overflow=6)
 
-    def _read(self, workflow_id: str, after: int) -> list[tuple[str, Any, int]]:
+    def _rows(self, query: sa.TextClause, params: dict[str, Any]) -> list[Any]:
         with self._engine.connect() as conn:
-            rows = conn.execute(self._query, {"workflow_id": workflow_id, "after": after})
-            return [(key, decode_value(value, fmt), version) for key, value, fmt, version in rows]
+            return list(conn.execute(query, params))
 
-    async def changes_after(self, workflow_id: str, after: int) -> list[tuple[str, Any, int]]:
-        """(key, value, version) of every set_event with version > `after`."""
-        return await asyncio.to_thread(self._read, workflow_id, after)
+    async def _read(self, query: sa.TextClause, params: dict[str, Any]) -> list[Any]:
+        return await asyncio.to_thread(self._rows, query, params)
+
+    async def statuses(self, workflow_ids: list[str]) -> dict[str, str]:
+        """The status of each workflow that exists, in one statement."""
+        rows = await self._read(self._statuses, live_batch(self.is_sqlite, workflow_ids))
+        return {str(workflow_id): str(status) for workflow_id, status in rows}
+
+    async def event_changes(self, after: dict[str, int]) -> dict[str, list[StoredEvent]]:
+        """Each workflow's set_events with a version above its own in `after`, oldest first,
+        in one statement."""
+        ids = list(after)
+        params = live_batch(self.is_sqlite, ids, afters=[after[i] for i in ids])
+        found: dict[str, list[StoredEvent]] = {}
+        for workflow_id, key, value, serialization, version in await self._read(
+            self._events, params
+        ):
+            decoded = serialization == PORTABLE_JSON
+            event = StoredEvent(key, decode_value(value, serialization), version, decoded)
+            found.setdefault(workflow_id, []).append(event)
+        return found
+
+    async def stream_heads(self, workflow_ids: list[str]) -> dict[tuple[str, str], int]:
+        """(workflow, key) -> the highest offset with a row, for every stream of the workflows."""
+        rows = await self._read(self._heads, live_batch(self.is_sqlite, workflow_ids))
+        return {(workflow_id, key): top for workflow_id, key, top in rows}
+
+    async def stream_length(self, workflow_id: str, key: str) -> int:
+        """How many values the stream holds now (its close marker not counted)."""
+        rows = await self._read(self._last, {"workflow_id": workflow_id, "key": key})
+        if not rows:
+            return 0
+        offset, value, serialization = rows[0]
+        return int(offset) if is_stream_close_marker(value, serialization) else int(offset) + 1
+
+    async def changed_workflows(self, since: int, limit: int) -> list[tuple[str, int]]:
+        """(workflow ID, updated_at) of workflows created or changed after `since` (epoch ms)."""
+        rows = await self._read(self._changed, {"since": since, "limit": limit})
+        return [(workflow_id, int(updated)) for workflow_id, updated in rows]
 
     def close(self) -> None:
         self._engine.dispose()
 
 
 class PostgresWakeups:
-    """LISTENs on DBOS's channels and calls `wake(workflow_id)` for each notification.
+    """LISTENs on DBOS's channels: `wake(channel, workflow_id)` for each notification, and
+    `connected()` each time the connection is (re)established, as notifications sent while it
+    was away are lost.
 
     One connection per server process, whatever the number of subscribers.
     """
 
-    def __init__(self, url: str, wake: Callable[[str], None]) -> None:
+    def __init__(
+        self, url: str, wake: Callable[[str, str], None], connected: Callable[[], None]
+    ) -> None:
         self._url = url.replace("postgresql+psycopg://", "postgresql://", 1)
         self._wake = wake
+        self._connected = connected
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -79,8 +139,9 @@ class PostgresWakeups:
                     for channel in NOTIFY_CHANNELS:
                         await conn.execute(f"LISTEN {channel}")
                     delay = 0.5
+                    self._connected()
                     async for notify in conn.notifies():
-                        self._wake(notified_workflow(notify.payload))
+                        self._wake(notify.channel, notified_workflow(notify.payload))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect after a pause

@@ -1,21 +1,25 @@
-"""One watched workflow: a shared reader per kind of data, and the subscribers it feeds.
+"""One watched workflow: its shared state (status, events, streams) and who is watching it.
 
-Every subscriber of a workflow shares these readers, so the database work per written value
-does not grow with the number of subscribers. Each subscriber has a bounded queue; one that
-falls too far behind is cut off with word of where to resume.
+A feed reads nothing on its own schedule. The hub (hub.py) tells it what changed: the status
+from its batched poll, event changes from its batched reads (woken by Postgres notifications,
+or polled on SQLite), and when to read a stream further. Every subscriber and every waiting
+request on the workflow shares this state, so the database work per change does not grow with
+the number of watchers. Each subscriber has a bounded queue; one that falls too far behind is
+cut off with word of where to resume.
 """
 
 import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from dbos import DBOS
+from dbos import error as dbos_error
 
-from workflow_comm.live.database import EventHistory
+from workflow_comm.live.database import StoredEvent
 from workflow_comm.live.items import (
     Control,
     EventsEnd,
@@ -30,10 +34,11 @@ from workflow_comm.live.items import (
 )
 from workflow_comm.models import WorkflowPublic
 from workflow_comm.names import TERMINAL_STATUSES
-from workflow_comm.service import describe, read_page
+from workflow_comm.service import read_page
 
 logger = logging.getLogger("workflow_comm")
 CATCH_UP_PAGE = 1000
+STREAM_RETRY_SEC = 1.0  # after a failed stream read
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ class Subscriber:
         """Everything for this subscriber in order; None after `heartbeat` idle seconds.
 
         Ends after an Overflow or Shutdown (yielded last), or after the end item of each
-        thing the subscriber wants.
+        thing the subscriber wants. `workflow_id` is the caller's ID (catch-up reads use it).
         """
         stream_next = self.interest.stream_offset
         pending_ends = self._ends_expected()
@@ -158,6 +163,28 @@ async def _read_stream_range(
         offset += len(values)
 
 
+async def read_stream_now(
+    stored_id: str, key: str, offset: int, limit: int
+) -> tuple[list[Any], bool]:
+    """Values written from `offset` (at most `limit`), and whether the stream has ended.
+
+    The stored ID: the feed's reads run outside any request. timeout_seconds=0 makes DBOS
+    yield what is there, then end (closed, or its workflow finished) or raise (still open).
+    """
+    values: list[Any] = []
+    reader = DBOS.read_stream_async(stored_id, key, offset=offset, timeout_seconds=0)
+    try:
+        async for value in reader:
+            values.append(value)
+            if len(values) == limit:
+                return values, False
+        return values, True
+    except dbos_error.DBOSStreamTimeoutError:
+        return values, False
+    finally:
+        await reader.aclose()
+
+
 def _version(change: EventSet) -> int:
     return change.version
 
@@ -169,6 +196,7 @@ class StreamState:
     buffer: deque[StreamValue]
     end: StreamEnd | None = None
     task: asyncio.Task[None] | None = None
+    again: bool = False  # woken while a read was running: read once more
 
     @property
     def buffer_start(self) -> int:
@@ -179,42 +207,65 @@ class StreamState:
 class FeedConfig:
     buffer: int
     replay_buffer: int
-    status_poll: float
-    events_poll: float
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class KeyOutcome:
+    """How a wait for one event key ended: its value, or the workflow's final status."""
+
+    event: EventSet | None  # None: the key is not set
+    final_status: str | None = None  # the workflow finished without setting it
+
+
+@dataclass(eq=False)  # a feed is itself: hashed by identity
 class WorkflowFeed:
-    """The shared readers of one workflow, started as its subscribers need them."""
+    """What the watchers of one workflow share. Runs on the event loop only."""
 
-    workflow_id: str
-    history: EventHistory
+    workflow_id: str  # the stored ID
     config: FeedConfig
-    on_empty: Callable[["WorkflowFeed"], None]
+    # The hub's hooks: read this feed's events soon; run a task outside any request.
+    want_events_read: Callable[["WorkflowFeed"], None]
+    spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
     subscribers: set[Subscriber] = field(default_factory=set)
+    waiters: dict[str, set[asyncio.Future[KeyOutcome]]] = field(default_factory=dict)
     status: WorkflowPublic | None = None
     status_end: StatusEnd | None = None
-    terminal: asyncio.Event = field(default_factory=asyncio.Event)
     latest_events: dict[str, EventSet] = field(default_factory=dict)
-    events_read: bool = False
+    events_read: bool = False  # the first read is done: latest_events is the current state
+    events_version: int = 0  # the highest version read
     events_end: EventsEnd | None = None
     streams: dict[str, StreamState] = field(default_factory=dict)
-    wake_events: asyncio.Event = field(default_factory=asyncio.Event)
-    wake_status: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    events_task: asyncio.Task[None] | None = None
+
+    # -- who watches -----------------------------------------------------------------------
+
+    @property
+    def terminal(self) -> bool:
+        return self.status_end is not None
+
+    @property
+    def wants_events(self) -> bool:
+        """Someone needs the event changes, and more may come."""
+        if self.events_end is not None:
+            return False
+        return bool(self.waiters) or any(s.interest.events for s in self.subscribers)
+
+    @property
+    def open_streams(self) -> list[StreamState]:
+        return [s for s in self.streams.values() if s.end is None]
+
+    @property
+    def idle(self) -> bool:
+        return not self.subscribers and not self.waiters
 
     def add(self, interest: Interest) -> Subscriber:
         """Register a subscriber. Runs without awaiting, so what it is told it has (the
         initial items) and what it will be sent (its queue) meet with no gap."""
         sub = Subscriber(interest, self.config.buffer)
-        if not self.tasks:
-            self._spawn(self._watch_status())
         initial: list[Item] = []
         if interest.events:
-            if self.events_task is None:
-                self.events_task = self._spawn(self._watch_events())
-            if self.events_read:
+            if not self.events_read:
+                self.want_events_read(self)
+            else:
                 current = [
                     c for c in self.latest_events.values() if c.version > interest.events_after
                 ]
@@ -233,12 +284,15 @@ class WorkflowFeed:
         self.subscribers.add(sub)
         return sub
 
+    def remove(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
     def _join_stream(self, sub: Subscriber, key: str, offset: int) -> list[Item]:
         state = self.streams.get(key)
         if state is None:
             state = StreamState(key, offset, deque(maxlen=self.config.replay_buffer))
             self.streams[key] = state
-            state.task = self._spawn(self._watch_stream(state))
+            self.read_stream(state)
             return []
         if offset < state.buffer_start:
             sub._catch_up = (offset, state.buffer_start)
@@ -247,16 +301,135 @@ class WorkflowFeed:
             initial.append(state.end)
         return initial
 
-    def remove(self, sub: Subscriber) -> None:
-        self.subscribers.discard(sub)
-        if not self.subscribers:
-            for task in self.tasks:
-                task.cancel()
-            self.on_empty(self)
+    def add_waiter(self, key: str) -> asyncio.Future[KeyOutcome]:
+        """A future that gets the key's value once it is set, or the final status once the
+        workflow has finished without setting it."""
+        waiter: asyncio.Future[KeyOutcome] = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(key, set()).add(waiter)
+        if not self.events_read:
+            self.want_events_read(self)
+        return waiter
 
-    def wake(self) -> None:
-        self.wake_events.set()
-        self.wake_status.set()
+    def remove_waiter(self, key: str, waiter: asyncio.Future[KeyOutcome]) -> None:
+        waiting = self.waiters.get(key)
+        if waiting is not None:
+            waiting.discard(waiter)
+            if not waiting:
+                del self.waiters[key]
+
+    def known_outcome(self, key: str) -> KeyOutcome | None:
+        """The key's outcome if this feed knows it without reading: set, or never will be."""
+        if not self.events_read:
+            return None
+        found = self.latest_events.get(key)
+        if found is not None:
+            return KeyOutcome(found)
+        if self.events_end is not None:
+            return KeyOutcome(None, self.events_end.status)
+        return None
+
+    # -- what changed (told by the hub) ----------------------------------------------------
+
+    def set_status(self, public: WorkflowPublic) -> None:
+        """The workflow's status as just read (under its stored ID)."""
+        if self.terminal:
+            return
+        if self.status is None or public.status != self.status.status:
+            self.status = public
+            self.broadcast(StatusChange(public))
+        if public.status in TERMINAL_STATUSES:
+            self.status_end = StatusEnd(public)
+            self.broadcast(self.status_end)
+            # One more read of what it wrote before the end, then the end of each.
+            if self.wants_events or not self.events_read:
+                self.want_events_read(self)
+            self.wake_streams()
+
+    def apply_events(self, stored: list[StoredEvent], final: bool) -> None:
+        """Event changes read after events_version; `final`: the read began after the
+        workflow was seen finished, so nothing more can come."""
+        changes = [EventSet(e.key, e.value, e.version, e.decoded) for e in stored]
+        if not self.events_read:
+            # A new watcher gets the current value of each key, not the whole past.
+            for change in changes:
+                self.latest_events[change.key] = change
+            for change in sorted(self.latest_events.values(), key=_version):
+                self.broadcast(change)
+            self.events_read = True
+        else:
+            for change in changes:
+                self.latest_events[change.key] = change
+                self.broadcast(change)
+        if changes:
+            self.events_version = changes[-1].version
+        for key in [k for k in self.waiters if k in self.latest_events]:
+            self._answer(key, KeyOutcome(self.latest_events[key]))
+        if final and self.events_end is None:
+            status = self.status.status if self.status else "UNKNOWN"
+            self.events_end = EventsEnd(status)
+            self.broadcast(self.events_end)
+            for key in list(self.waiters):
+                self._answer(key, KeyOutcome(None, status))
+
+    def _answer(self, key: str, outcome: KeyOutcome) -> None:
+        for waiter in self.waiters.pop(key, set()):
+            if not waiter.done():
+                waiter.set_result(outcome)
+
+    def wake_streams(self) -> None:
+        """Something was written to a stream (or the workflow ended): read each one on."""
+        for state in self.open_streams:
+            self.read_stream(state)
+
+    def read_stream(self, state: StreamState) -> None:
+        if state.task is not None:
+            state.again = True
+        else:
+            state.task = self.spawn(self._read_stream(state))
+
+    @property
+    def _stream_page(self) -> int:
+        # At most half a subscriber's queue per read: a page is handed on at once, and a
+        # subscriber that keeps up empties its queue while the next page is read.
+        return max(1, min(CATCH_UP_PAGE, self.config.buffer // 2))
+
+    async def _read_stream(self, state: StreamState) -> None:
+        """Read the stream from next_offset to what is written now, and again while woken."""
+        try:
+            while state.end is None and self.subscribers:
+                state.again = False
+                try:
+                    values, ended = await read_stream_now(
+                        self.workflow_id, state.key, state.next_offset, self._stream_page
+                    )
+                except Exception as exc:  # noqa: BLE001 - the database is away: try again
+                    logger.warning("live stream read of %s failed: %s", self.workflow_id, exc)
+                    await asyncio.sleep(STREAM_RETRY_SEC)
+                    continue
+                for value in values:
+                    item = StreamValue(state.key, state.next_offset, value)
+                    state.next_offset += 1
+                    state.buffer.append(item)
+                    self.broadcast(item)
+                if ended:
+                    state.end = StreamEnd(state.key, state.next_offset, await self._status_now())
+                    self.broadcast(state.end)
+                elif len(values) < self._stream_page and not state.again:
+                    return  # up to date: the next notification or poll wakes it
+        finally:
+            state.task = None
+
+    async def _status_now(self) -> str:
+        """The workflow's status as of now (a stream may end before the status poll sees it)."""
+        try:
+            found = await DBOS.get_workflow_status_async(self.workflow_id)
+        except Exception:  # noqa: BLE001 - the database is away: the last status known
+            found = None
+        if found is not None:
+            return found.status
+        return self.status.status if self.status else "UNKNOWN"
+
+    # -- fan-out ---------------------------------------------------------------------------
 
     def broadcast(self, item: Item) -> None:
         for sub in list(self.subscribers):
@@ -267,85 +440,7 @@ class WorkflowFeed:
         for sub in self.subscribers:
             sub.stop(why)
 
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)
-        task.add_done_callback(self._report_crash)
-        self.tasks.append(task)
-        return task
-
-    def _report_crash(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("live reader of %s failed", self.workflow_id, exc_info=task.exception())
-            self.stop_all(Shutdown("A live reader failed (is the database away?); reconnect."))
-            # Leave the hub now: whoever subscribes next gets fresh readers, not dead ones.
-            for other in self.tasks:
-                other.cancel()
-            self.on_empty(self)
-
-    async def _watch_status(self) -> None:
-        while True:
-            found = await DBOS.get_workflow_status_async(self.workflow_id)
-            if found is not None:
-                # Under its stored ID: each subscriber's route shows it under its own.
-                public = describe(found, found.workflow_id)
-                if self.status is None or public.status != self.status.status:
-                    self.status = public
-                    self.broadcast(StatusChange(public))
-                if public.status in TERMINAL_STATUSES:
-                    self.status_end = StatusEnd(public)
-                    self.broadcast(self.status_end)
-                    self.terminal.set()
-                    self.wake_events.set()
-                    return
-            self.wake_status.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.status_poll):
-                    await self.wake_status.wait()
-                # Many writes wake this at once; one status read per short interval is enough.
-                await asyncio.sleep(min(0.05, self.config.status_poll))
-
-    async def _watch_events(self) -> None:
-        last = 0
-        first = True
-        while True:
-            finished = self.terminal.is_set()
-            self.wake_events.clear()
-            changes = [
-                EventSet(k, v, n)
-                for k, v, n in await self.history.changes_after(self.workflow_id, last)
-            ]
-            if first:
-                # A new watcher gets the current value of each key, not the whole past.
-                for change in changes:
-                    self.latest_events[change.key] = change
-                for change in sorted(self.latest_events.values(), key=_version):
-                    self.broadcast(change)
-                self.events_read, first = True, False
-            else:
-                for change in changes:
-                    self.latest_events[change.key] = change
-                    self.broadcast(change)
-            if changes:
-                last = changes[-1].version
-            if finished:
-                status = self.status.status if self.status else "UNKNOWN"
-                self.events_end = EventsEnd(status)
-                self.broadcast(self.events_end)
-                return
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.events_poll):
-                    await self.wake_events.wait()
-
-    async def _watch_stream(self, state: StreamState) -> None:
-        reader = DBOS.read_stream_async(self.workflow_id, state.key, offset=state.next_offset)
-        try:
-            async for value in reader:
-                item = StreamValue(state.key, state.next_offset, value)
-                state.next_offset += 1
-                state.buffer.append(item)
-                self.broadcast(item)
-        finally:
-            await reader.aclose()
-        found = await DBOS.get_workflow_status_async(self.workflow_id)
-        state.end = StreamEnd(state.key, state.next_offset, found.status if found else "UNKNOWN")
-        self.broadcast(state.end)
+    def close(self) -> None:
+        for state in self.streams.values():
+            if state.task is not None:
+                state.task.cancel()

@@ -1,9 +1,17 @@
-"""What a feed hands its subscribers. Each subscriber gets the same objects, in order."""
+"""What a feed hands its subscribers. Each subscriber gets the same objects, in order.
 
-from dataclasses import dataclass
+Every item is encoded at most once per ID it is shown under (frames.py caches the encoding on
+the item), however many subscribers receive it.
+"""
+
+from dataclasses import dataclass, field
 from typing import Any
 
 from workflow_comm.models import WorkflowPublic
+
+
+def _cache() -> dict[str, Any]:
+    return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -11,6 +19,7 @@ class StreamValue:
     key: str
     offset: int
     value: Any
+    encoded: dict[str, Any] = field(default_factory=_cache, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +29,7 @@ class StreamEnd:
     key: str
     next_offset: int
     status: str
+    encoded: dict[str, Any] = field(default_factory=_cache, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +39,8 @@ class EventSet:
     key: str
     value: Any
     version: int  # the DBOS step ID of the set_event: grows with every change
+    decoded: bool = True  # False: stored in a format this server does not read (value None)
+    encoded: dict[str, Any] = field(default_factory=_cache, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +48,19 @@ class EventsEnd:
     """The workflow finished and every change it made has been handed on."""
 
     status: str
+    encoded: dict[str, Any] = field(default_factory=_cache, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class StatusChange:
     workflow: WorkflowPublic
+    encoded: dict[str, Any] = field(default_factory=_cache, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class StatusEnd:
     workflow: WorkflowPublic
+    encoded: dict[str, Any] = field(default_factory=_cache, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,5 @@
 """Events: a workflow publishes key/values; clients read one key (waiting) or all of them."""
 
-import asyncio
-from typing import Any
-
-from dbos import DBOS
 from fastapi import APIRouter, HTTPException, Request
 
 from workflow_comm import names
@@ -12,8 +8,8 @@ from workflow_comm.errors import (
     ID_TAKEN,
     READ_ONLY_KEY,
     UNKNOWN_WORKFLOW,
+    DatabaseUnavailable,
     error_responses,
-    within_db_timeout,
 )
 from workflow_comm.limits import ClientWaits
 from workflow_comm.live.hub import LiveHub
@@ -80,59 +76,42 @@ async def get_workflow_event(
     """The event's latest value, waiting up to `timeout` seconds for it to be set.
 
     The wait is asynchronous: it holds this request only, never the server. It ends early,
-    with a 404, if the workflow finishes without setting the key.
+    with a 404, if the workflow finishes without setting the key. Waiting requests are served
+    by the live hub: every request waiting on a workflow shares one reader, woken by the
+    database, so a value set is read once however many wait for it.
     """
     status = await require_status(workflow_id)
     # DBOS would wait out the whole timeout on a finished workflow; it can set nothing more.
     final: str | None = status.status if status.status in names.TERMINAL_STATUSES else None
     stored = stored_id(workflow_id)
-    if final is not None or timeout == 0:
-        value = await within_db_timeout(DBOS.get_event_async(stored, event_key, timeout_seconds=0))
-    else:
+    if final is None and timeout > 0:
         waits: ClientWaits = request.app.state.client_waits
         with waits.hold(request):
-            value, final = await _wait_for_event(
-                request.app.state.live_hub, stored, event_key, timeout
+            hub: LiveHub = request.app.state.live_hub
+            outcome = await hub.wait_for_event(stored, event_key, timeout, known=status)
+        if outcome.event is not None and outcome.event.decoded:
+            return EventPublic(
+                workflow_id=workflow_id, event_key=event_key, value=outcome.event.value
             )
-    if value is None:
-        # None is both "timed out" and "set to null"; the full map tells them apart. Read
-        # after the workflow finished, it also holds a value set just before the end.
-        events = await within_db_timeout(DBOS.get_all_events_async(stored))
-        if event_key not in events:
-            why = (
-                f"the workflow finished ({final}) without setting it"
-                if final is not None
-                else f"it was not set within {timeout:g}s; retry or raise ?timeout="
-            )
-            raise HTTPException(
-                404, f"Event '{event_key}' is not set on workflow '{workflow_id}': {why}."
-            )
-        value = events[event_key]
-    return EventPublic(workflow_id=workflow_id, event_key=event_key, value=value)
+        final = outcome.final_status
+        if outcome.event is None:
+            if final is None and hub.reads_failing:
+                # Not "not set": the database could not be read while it waited.
+                raise DatabaseUnavailable("the live reads failed while waiting")
+            raise _not_set(workflow_id, event_key, final, timeout)
+        # Set, but stored in a format the live reader leaves to DBOS: read below.
+    # Every event in one read (kept once the workflow has finished): the key's latest value,
+    # and whether it is set at all (a value of null is set).
+    events = await read_events(status)
+    if event_key not in events:
+        raise _not_set(workflow_id, event_key, final, timeout)
+    return EventPublic(workflow_id=workflow_id, event_key=event_key, value=events[event_key])
 
 
-async def _wait_for_event(
-    hub: LiveHub, stored: str, event_key: str, timeout: float
-) -> tuple[Any, str | None]:
-    """(value, None) once the key is set or `timeout` has passed (value None then), or
-    (None, final status) as soon as the workflow finishes first.
-
-    DBOS's wait alone would not end when the workflow does; the hub's finish watch reads the
-    status of every waited-on workflow in one query per interval, not one per request.
-    """
-    async with hub.finishes.watch(stored) as finished:
-        read = asyncio.ensure_future(
-            within_db_timeout(
-                DBOS.get_event_async(stored, event_key, timeout_seconds=timeout),
-                extra_seconds=timeout,
-            )
-        )
-        try:
-            await asyncio.wait({read, finished}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not read.done():
-                read.cancel()  # DBOS's wait is asynchronous: cancelling it frees its waiter
-                await asyncio.gather(read, return_exceptions=True)
-        if not read.cancelled():
-            return read.result(), None
-        return None, finished.result()
+def _not_set(workflow_id: str, event_key: str, final: str | None, timeout: float) -> HTTPException:
+    why = (
+        f"the workflow finished ({final}) without setting it"
+        if final is not None
+        else f"it was not set within {timeout:g}s; retry or raise ?timeout="
+    )
+    return HTTPException(404, f"Event '{event_key}' is not set on workflow '{workflow_id}': {why}.")

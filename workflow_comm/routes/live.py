@@ -1,22 +1,25 @@
 """Live push over server-sent events: streams, events and status as they happen.
 
-Each response replays what the client missed (from `offset` or `Last-Event-ID`), then tails
-new data from a reader shared by every subscriber of the workflow, and ends with a `closed`
-event. Idle connections get a `: ping` comment every COMM_SSE_HEARTBEAT_SEC so proxies keep
-them: FastAPI's own keep-alive, set to that interval (see use_heartbeat).
+Each response replays what the client missed (from `offset`, `tail`, `from=latest` or
+`Last-Event-ID`), then tails new data from the state the hub shares among every watcher of
+the workflow, and ends with a `closed` event. Each item is encoded once for all of its
+subscribers (live/frames.py); the response writes those bytes as they are. Idle connections
+get a `: ping` comment every COMM_SSE_HEARTBEAT_SEC so proxies keep them.
 """
 
-import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-import fastapi.routing
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from dbos import WorkflowStatus
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 
 from workflow_comm import names
-from workflow_comm.auth import stored_id
+from workflow_comm.auth import stored_id, tenant_prefix
+from workflow_comm.errors import within_db_timeout
 from workflow_comm.live.feed import Interest, Subscriber
+from workflow_comm.live.frames import PING, cut_off_sse, encode
 from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
 from workflow_comm.live.items import (
     EventsEnd,
@@ -28,14 +31,48 @@ from workflow_comm.live.items import (
     StreamEnd,
     StreamValue,
 )
+from workflow_comm.live.listing import ListWatcher
 from workflow_comm.metrics import LIVE_PUSHED
-from workflow_comm.models import WorkflowPublic
+from workflow_comm.models import WorkflowStatusName
+from workflow_comm.names import WorkflowKind
 from workflow_comm.params import StreamKey, StreamOffset, WorkflowId
 from workflow_comm.service import require_status
 
 # Authorization (authorize_live: ?api_key= too), logging and the error answers come where the
 # router is included (app.py).
 router = APIRouter(tags=["live"])
+
+PUSHED_STREAM = LIVE_PUSHED.labels("sse", "stream")
+PUSHED_EVENT = LIVE_PUSHED.labels("sse", "event")
+PUSHED_STATUS = LIVE_PUSHED.labels("sse", "status")
+
+# As FastAPI documents an EventSourceResponse: each item of the text/event-stream body.
+SSE_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+SSE_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-sent events",
+        "content": {"text/event-stream": {"itemSchema": SSE_ITEM_SCHEMA}},
+    }
+}
+
+
+class EventStream(StreamingResponse):
+    """A text/event-stream response of frames encoded beforehand, unbuffered by proxies."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, frames: AsyncIterator[bytes], status_code: int = 200) -> None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(frames, status_code=status_code, headers=headers)
+
 
 # The id of an event received: a stream offset, or an event version. A stream resumes at the
 # next offset, which keeps it within STREAM_OFFSET_MAX, the bound of ?offset=.
@@ -45,7 +82,25 @@ LastEventId = Annotated[
         alias="Last-Event-ID",
         ge=0,
         le=names.STREAM_OFFSET_MAX - 1,
-        description="Resume after this id (0 to 2^30 - 1): the id of the last event received.",
+        description="Resume after this id (0 to 2^30 - 1): the id of the last event received. "
+        "Wins over every query parameter that says where to start.",
+    ),
+]
+StreamFrom = Annotated[
+    Literal["latest"] | None,
+    Query(
+        alias="from",
+        description="`latest`: start at the last value written (then every new one); the same "
+        "as `tail=1`. Not with `offset` or `tail`.",
+    ),
+]
+StreamTail = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=names.STREAM_TAIL_MAX,
+        description="Start with the last N values written (then every new one); 0: only new "
+        "ones. Not with `offset` or `from`.",
     ),
 ]
 
@@ -59,10 +114,11 @@ Hub = Annotated[LiveHub, Depends(get_hub)]
 
 
 async def _subscription(
-    hub: LiveHub, workflow_id: str, interest: Interest
+    hub: LiveHub, workflow_id: str, interest: Interest, known: WorkflowStatus | None = None
 ) -> AsyncIterator[Subscriber]:
     """A subscriber for the whole response: checked (404, 503) before the first byte."""
-    await require_status(workflow_id)
+    if known is None:
+        known = await require_status(workflow_id)
     try:
         hub.acquire()
     except LiveCapacityExceeded:
@@ -72,7 +128,7 @@ async def _subscription(
             headers={"Retry-After": "2"},
         ) from None
     watched = stored_id(workflow_id)  # the hub and its readers work with stored IDs
-    sub = hub.subscribe(watched, interest)
+    sub = hub.subscribe(watched, interest, known)
     try:
         yield sub
     finally:
@@ -80,16 +136,58 @@ async def _subscription(
         hub.release()
 
 
+def _conflict(field: str, detail: str, given: Any) -> RequestValidationError:
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", field), "msg": detail, "input": given}]
+    )
+
+
+def tail_wanted(
+    request: Request, offset: int, start_from: str | None, tail: int | None
+) -> int | None:
+    """How many of the last values to start with (`from=latest` is 1), or None for `offset`;
+    a 422 for options that contradict each other."""
+    if start_from is not None and tail is not None:
+        raise _conflict("tail", "Use either from=latest or tail=N, not both", tail)
+    if start_from is not None:
+        tail = 1
+    if tail is not None and "offset" in request.query_params:
+        raise _conflict("offset", "Use either offset or tail / from=latest, not both", offset)
+    return tail
+
+
+async def stream_start(
+    hub: LiveHub,
+    stored: str,
+    key: str,
+    offset: int,
+    tail: int | None,
+    last_event_id: int | None,
+) -> int:
+    """The first offset to send: after Last-Event-ID (a reconnect) if sent; else the last
+    `tail` values written; else `offset`."""
+    if last_event_id is not None:
+        return last_event_id + 1
+    if tail is None:
+        return offset
+    return max(0, await within_db_timeout(hub.db.stream_length(stored, key)) - tail)
+
+
 async def stream_subscription(
     hub: Hub,
+    request: Request,
     workflow_id: WorkflowId,
     key: StreamKey = names.STREAM_PROGRESS,
     offset: StreamOffset = 0,
+    start_from: StreamFrom = None,
+    tail: StreamTail = None,
     last_event_id: LastEventId = None,
 ) -> AsyncIterator[Subscriber]:
-    start = offset if last_event_id is None else last_event_id + 1
+    tail = tail_wanted(request, offset, start_from, tail)
+    known = await require_status(workflow_id)  # a 404 before the stream's length is read
+    start = await stream_start(hub, stored_id(workflow_id), key, offset, tail, last_event_id)
     interest = Interest(stream_key=key, stream_offset=start)
-    async for sub in _subscription(hub, workflow_id, interest):
+    async for sub in _subscription(hub, workflow_id, interest, known):
         yield sub
 
 
@@ -106,108 +204,135 @@ async def status_subscription(hub: Hub, workflow_id: WorkflowId) -> AsyncIterato
         yield sub
 
 
-def _compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def use_heartbeat(seconds: float) -> None:
-    """Send `: ping` after `seconds` without data on every SSE response, and nothing else.
-
-    FastAPI (0.165) sends its own `: ping` on an EventSourceResponse after 15 s without data,
-    whatever this server is set to; its interval is the module global `_PING_INTERVAL` of
-    fastapi.routing, read on every wait. Set to the setting, it is the one heartbeat: the
-    routes below send none of their own. One interval per process (the last app created).
-    """
-    namespace = vars(fastapi.routing)
-    if not isinstance(namespace.get("_PING_INTERVAL"), int | float):
-        raise RuntimeError("fastapi.routing has no _PING_INTERVAL: the SSE heartbeat is unset")
-    namespace["_PING_INTERVAL"] = seconds
-
-
-@router.get("/workflow-stream/{workflow_id}/live", response_class=EventSourceResponse)
+@router.get("/workflow-stream/{workflow_id}/live", response_class=EventStream, responses=SSE_OK)
 async def live_stream(
     workflow_id: WorkflowId,
     hub: Hub,
     sub: Annotated[Subscriber, Depends(stream_subscription)],
-) -> AsyncIterator[ServerSentEvent]:
-    """Replay a stream from `offset` (or after `Last-Event-ID`), then tail it until it closes.
+) -> EventStream:
+    """Replay a stream from `offset` (or the last `tail` values, or `from=latest`, or after
+    `Last-Event-ID`), then tail it until it closes.
 
     Each value is an unnamed event whose `id` is its offset and whose data is the value.
     Ends with `event: closed`; `overflow` or `shutdown` carry `resume_offset` instead.
     """
-    next_offset = sub.interest.stream_offset
-    async for item in sub.items(workflow_id, hub.heartbeat):
-        if isinstance(item, StreamValue):
-            next_offset = item.offset + 1
-            LIVE_PUSHED.labels("sse", "stream").inc()
-            yield ServerSentEvent(raw_data=_compact_json(item.value), id=str(item.offset))
-        elif isinstance(item, StreamEnd):
-            closed = {
-                "workflow_id": workflow_id,
-                "key": item.key,
-                "status": item.status,
-                "next_offset": item.next_offset,
-            }
-            yield ServerSentEvent(event="closed", raw_data=_compact_json(closed))
-        elif isinstance(item, (Overflow, Shutdown)):
-            yield _cut_off(item, {"resume_offset": next_offset})
+
+    async def frames() -> AsyncIterator[bytes]:
+        next_offset = sub.interest.stream_offset
+        async for item in sub.items(workflow_id, hub.heartbeat):
+            if item is None:
+                yield PING
+            elif isinstance(item, StreamValue):
+                next_offset = item.offset + 1
+                PUSHED_STREAM.inc()
+                yield encode(item, workflow_id).sse
+            elif isinstance(item, StreamEnd):
+                yield encode(item, workflow_id).sse
+            elif isinstance(item, (Overflow, Shutdown)):
+                yield cut_off_sse(item, {"resume_offset": next_offset})
+
+    return EventStream(frames())
 
 
-@router.get("/workflow-events/{workflow_id}/live", response_class=EventSourceResponse)
+@router.get("/workflow-events/{workflow_id}/live", response_class=EventStream, responses=SSE_OK)
 async def live_events(
     workflow_id: WorkflowId,
     hub: Hub,
     sub: Annotated[Subscriber, Depends(events_subscription)],
-) -> AsyncIterator[ServerSentEvent]:
+) -> EventStream:
     """The current value of every event key, then every change, until the workflow ends.
 
     Each is an unnamed event with data `{key, value, version}` and id `version`. After
     `Last-Event-ID: V` only keys changed since V are sent, each with its current value.
     """
-    last = sub.interest.events_after
-    async for item in sub.items(workflow_id, hub.heartbeat):
-        if isinstance(item, EventSet):
-            last = item.version
-            change = {"key": item.key, "value": item.value, "version": item.version}
-            LIVE_PUSHED.labels("sse", "event").inc()
-            yield ServerSentEvent(raw_data=_compact_json(change), id=str(item.version))
-        elif isinstance(item, EventsEnd):
-            yield ServerSentEvent(
-                event="closed",
-                raw_data=_compact_json({"workflow_id": workflow_id, "status": item.status}),
-            )
-        elif isinstance(item, (Overflow, Shutdown)):
-            yield _cut_off(item, {"last_event_id": last})
+
+    async def frames() -> AsyncIterator[bytes]:
+        last = sub.interest.events_after
+        async for item in sub.items(workflow_id, hub.heartbeat):
+            if item is None:
+                yield PING
+            elif isinstance(item, EventSet):
+                last = item.version
+                PUSHED_EVENT.inc()
+                yield encode(item, workflow_id).sse
+            elif isinstance(item, EventsEnd):
+                yield encode(item, workflow_id).sse
+            elif isinstance(item, (Overflow, Shutdown)):
+                yield cut_off_sse(item, {"last_event_id": last})
+
+    return EventStream(frames())
 
 
-@router.get("/workflows/{workflow_id}/live", response_class=EventSourceResponse)
+@router.get("/workflows/{workflow_id}/live", response_class=EventStream, responses=SSE_OK)
 async def live_status(
     workflow_id: WorkflowId,
     hub: Hub,
     sub: Annotated[Subscriber, Depends(status_subscription)],
-) -> AsyncIterator[ServerSentEvent]:
+) -> EventStream:
     """The workflow's status now and at every change; `closed` carries its result or error."""
-    async for item in sub.items(workflow_id, hub.heartbeat):
-        if isinstance(item, StatusChange):
-            LIVE_PUSHED.labels("sse", "status").inc()
-            yield ServerSentEvent(raw_data=as_seen(item.workflow, workflow_id))
-        elif isinstance(item, StatusEnd):
-            yield ServerSentEvent(event="closed", raw_data=as_seen(item.workflow, workflow_id))
-        elif isinstance(item, (Overflow, Shutdown)):
-            yield _cut_off(item, {})
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for item in sub.items(workflow_id, hub.heartbeat):
+            if item is None:
+                yield PING
+            elif isinstance(item, StatusChange):
+                PUSHED_STATUS.inc()
+                yield encode(item, workflow_id).sse
+            elif isinstance(item, StatusEnd):
+                yield encode(item, workflow_id).sse
+            elif isinstance(item, (Overflow, Shutdown)):
+                yield cut_off_sse(item, {})
+
+    return EventStream(frames())
 
 
-def as_seen(workflow: WorkflowPublic, workflow_id: str) -> str:
-    """The shared feed's status as JSON, under the ID this client knows the workflow by."""
-    return workflow.model_copy(update={"workflow_id": workflow_id}).model_dump_json()
+async def list_subscription(
+    hub: Hub,
+    status: WorkflowStatusName | None = None,
+    kind: WorkflowKind | None = None,
+) -> AsyncIterator[ListWatcher]:
+    try:
+        hub.acquire()
+    except LiveCapacityExceeded:
+        raise HTTPException(
+            503,
+            f"Too many live connections (limit {hub.max_connections}); retry shortly.",
+            headers={"Retry-After": "2"},
+        ) from None
+    watcher = hub.listing.add(tenant_prefix(), kind, status)  # a tenant sees its own only
+    try:
+        yield watcher
+    finally:
+        hub.listing.remove(watcher)
+        hub.release()
 
 
-def _cut_off(why: Overflow | Shutdown, resume: dict[str, Any]) -> ServerSentEvent:
-    if isinstance(why, Overflow):
-        reason = "This client fell too far behind; reconnect to resume."
-        return ServerSentEvent(
-            event="overflow", raw_data=_compact_json({**resume, "reason": reason})
-        )
-    return ServerSentEvent(
-        event="shutdown", raw_data=_compact_json({**resume, "reason": why.reason})
-    )
+# About no one workflow: no 404. Included before routes/control.py, whose /workflows/{workflow_id}
+# would take "live" for an ID (app.py).
+list_router = APIRouter(tags=["live"])
+
+
+@list_router.get("/workflows/live", response_class=EventStream, responses=SSE_OK)
+async def live_workflows(
+    hub: Hub, watcher: Annotated[ListWatcher, Depends(list_subscription)]
+) -> EventStream:
+    """Every workflow started and every status change from now on, with the filters of
+    `GET /workflows` (`status`, `kind`), until the server stops.
+
+    Each is an unnamed event whose data is the workflow as `GET /workflows/{id}` shows it.
+    A client that falls too far behind gets `event: overflow` and the response ends.
+    """
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for item in watcher.sub.items("", hub.heartbeat):
+            if item is None:
+                yield PING
+            elif isinstance(item, StatusChange):
+                shown = watcher.shown_id(item.workflow.workflow_id)
+                if shown is not None:
+                    PUSHED_STATUS.inc()
+                    yield encode(item, shown).sse
+            elif isinstance(item, (Overflow, Shutdown)):
+                yield cut_off_sse(item, {})
+
+    return EventStream(frames())

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from dbos import DBOS
 from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
@@ -15,6 +15,7 @@ from workflow_comm import names
 from workflow_comm.auth import current_caller, identify, socket_key, stored_id
 from workflow_comm.errors import DatabaseUnavailable, within_db_timeout
 from workflow_comm.live.feed import Interest, Subscriber
+from workflow_comm.live.frames import compact_json, encode
 from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
 from workflow_comm.live.items import (
     EventsEnd,
@@ -34,6 +35,9 @@ from workflow_comm.service import find_status
 from workflow_comm.settings import Settings
 
 router = APIRouter(tags=["live"])
+PUSHED_STREAM = LIVE_PUSHED.labels("websocket", "stream")
+PUSHED_EVENT = LIVE_PUSHED.labels("websocket", "event")
+PUSHED_STATUS = LIVE_PUSHED.labels("websocket", "status")
 
 # Close codes: 1000 done, 1001 server going away, 1008 fell behind, 1009 frame over the hard
 # cap, 1013 full, 4404 unknown, 4401 no valid API key (keys are configured; see auth.py),
@@ -52,8 +56,11 @@ class Socket:
         self._lock = asyncio.Lock()
 
     async def send(self, frame: dict[str, Any]) -> None:
+        await self.send_text(compact_json(frame))
+
+    async def send_text(self, text: str) -> None:
         async with self._lock:
-            await self.ws.send_text(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+            await self.ws.send_text(text)
 
     async def error(self, detail: Any, frame_id: Any = None) -> None:
         await self.send({"type": "error", "id": frame_id, "detail": detail})
@@ -90,17 +97,24 @@ async def workflow_socket(
         Query(min_length=1, max_length=names.EVENT_KEY_MAX_LEN, pattern=names.WORKFLOW_ID_PATTERN),
     ] = names.STREAM_PROGRESS,
     stream_offset: Annotated[int, Query(ge=0, le=names.STREAM_OFFSET_MAX)] = 0,
+    stream_from: Annotated[Literal["latest"] | None, Query()] = None,
+    stream_tail: Annotated[int | None, Query(ge=0, le=names.STREAM_TAIL_MAX)] = None,
 ) -> None:
-    """Frames out: stream, event, status, ack, error, closed. Frames in: {"type": "send", ...}."""
+    """Frames out: stream, event, status, ack, error, closed. Frames in: {"type": "send", ...}.
+
+    The stream starts at `stream_offset`, or with its last `stream_tail` values written, or
+    (`stream_from=latest`) with the last one; then every new value.
+    """
     await websocket.accept()
     socket = Socket(websocket)
     hub: LiveHub = websocket.app.state.live_hub
     bind_workflow_id_now(workflow_id)
     try:
+        tail = _tail_wanted(websocket, stream_offset, stream_from, stream_tail)
         # A browser cannot set headers on a WebSocket: the key may come as ?api_key=.
         identify(websocket, socket_key(websocket), query_allowed=True)
         watched = stored_id(workflow_id)
-    except RequestValidationError as exc:  # a tenant's ID too long once prefixed
+    except RequestValidationError as exc:  # contradicting options; a tenant's ID too long
         await _refuse_invalid(socket, exc.errors())
         return
     except HTTPException as exc:
@@ -117,6 +131,14 @@ async def workflow_socket(
         await socket.error(f"Workflow '{workflow_id}' does not exist.")
         await websocket.close(code=CLOSE_UNKNOWN_WORKFLOW)
         return
+    if tail is not None:
+        try:
+            length = await within_db_timeout(hub.db.stream_length(watched, stream_key))
+        except DatabaseUnavailable:
+            await socket.error("The database is unavailable; retry shortly.")
+            await websocket.close(code=1013)
+            return
+        stream_offset = max(0, length - tail)
     try:
         hub.acquire()
     except LiveCapacityExceeded:
@@ -126,7 +148,7 @@ async def workflow_socket(
     interest = Interest(
         status=True, events=True, stream_key=stream_key, stream_offset=stream_offset
     )
-    sub = hub.subscribe(watched, interest)
+    sub = hub.subscribe(watched, interest, known)
     pump = asyncio.create_task(_pump(socket, sub, workflow_id, hub.heartbeat))
     listen = asyncio.create_task(_listen(socket, workflow_id))
     try:
@@ -142,41 +164,56 @@ async def workflow_socket(
             await websocket.close(code=pump.result())
 
 
+def _tail_wanted(
+    websocket: WebSocket, offset: int, start_from: str | None, tail: int | None
+) -> int | None:
+    """The SSE route's rule (routes/live.py tail_wanted) under the WebSocket's names."""
+    if start_from is not None and tail is not None:
+        problem = "Use either stream_from=latest or stream_tail=N, not both"
+        raise _invalid("stream_tail", problem, tail)
+    if start_from is not None:
+        tail = 1
+    if tail is not None and "stream_offset" in websocket.query_params:
+        problem = "Use either stream_offset or stream_tail / stream_from=latest, not both"
+        raise _invalid("stream_offset", problem, offset)
+    return tail
+
+
+def _invalid(field: str, problem: str, given: Any) -> RequestValidationError:
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", field), "msg": problem, "input": given}]
+    )
+
+
 async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: float) -> int:
     """Send what the hub hands the subscriber; returns the close code to use."""
     next_offset = sub.interest.stream_offset
     status = "PENDING"
     # Status and events come from two readers; the final status frame waits for the last
     # event change, so a client that stops at SUCCESS has seen every event.
-    final_status: dict[str, Any] | None = None
+    final_status: str | None = None
     events_done = False
     async for item in sub.items(workflow_id, heartbeat):
+        if item is None:
+            continue  # idle: a WebSocket needs no heartbeat of ours
         if isinstance(item, StreamValue):
             next_offset = item.offset + 1
-            LIVE_PUSHED.labels("websocket", "stream").inc()
-            await socket.send(
-                {"type": "stream", "key": item.key, "offset": item.offset, "value": item.value}
-            )
+            PUSHED_STREAM.inc()
+            await socket.send_text(encode(item, workflow_id).ws)
         elif isinstance(item, EventSet):
-            LIVE_PUSHED.labels("websocket", "event").inc()
-            await socket.send(
-                {"type": "event", "key": item.key, "value": item.value, "version": item.version}
-            )
+            PUSHED_EVENT.inc()
+            await socket.send_text(encode(item, workflow_id).ws)
         elif isinstance(item, (StatusChange, StatusEnd)):
             status = item.workflow.status
             if isinstance(item, StatusChange):
-                LIVE_PUSHED.labels("websocket", "status").inc()
-                # The feed is shared: show the workflow under the ID this client uses.
-                seen = item.workflow.model_copy(update={"workflow_id": workflow_id})
-                frame = {"type": "status", "workflow": seen.model_dump()}
-                if seen.status in names.TERMINAL_STATUSES and not events_done:
+                PUSHED_STATUS.inc()
+                frame = encode(item, workflow_id).ws  # under the ID this client uses
+                if status in names.TERMINAL_STATUSES and not events_done:
                     final_status = frame
                 else:
-                    await socket.send(frame)
+                    await socket.send_text(frame)
         elif isinstance(item, StreamEnd):
-            await socket.send(
-                {"type": "stream_closed", "key": item.key, "next_offset": item.next_offset}
-            )
+            await socket.send_text(encode(item, workflow_id).ws)
         elif isinstance(item, Overflow):
             await socket.send({"type": "overflow", "resume_offset": next_offset})
             return 1008
@@ -186,7 +223,7 @@ async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: fl
         elif isinstance(item, EventsEnd):
             status, events_done = item.status, True
             if final_status is not None:
-                await socket.send(final_status)
+                await socket.send_text(final_status)
     await socket.send({"type": "closed", "status": status})
     return 1000
 

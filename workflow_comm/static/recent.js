@@ -1,9 +1,10 @@
-// The list of recent workflows: refreshed every few seconds, and at once by the live feeds.
+// The list of recent workflows: loaded, then kept current by GET /workflows/live, which pushes
+// every new workflow and every status change as it happens (no polling, no Refresh button).
 
-import { request } from "./api.js";
-import { clock, element, statusClass } from "./format.js";
+import { liveUrl, request } from "./api.js";
+import { clock, element, statusClass, TERMINAL } from "./format.js";
+import { LiveFeed } from "./live.js";
 
-const REFRESH_MS = 3000;
 const SHOWN = 20;
 
 const $ = (id) => document.getElementById(id);
@@ -16,25 +17,39 @@ export class RecentList {
     this.rows = new Map(); // workflow ID -> its <li>
     this.current = null;
     this.inFlight = null;
-    $("refresh-list").addEventListener("click", () => this.refresh());
+    this.live = false;
+    // Each time it (re)connects, the list is loaded again: whatever changed while it was
+    // away is then shown, and pushes keep it current from there.
+    this.feed = new LiveFeed({
+      url: () => liveUrl("/workflows/live"),
+      onValue: (workflow) => this.push(workflow),
+      onState: (state) => {
+        this.live = state === "live";
+        if (this.live) this.reload();
+      },
+    });
     this.list.addEventListener("click", (event) => {
       const button = event.target.closest("button[data-id]");
       if (button) this.onChoose(button.dataset.id);
     });
   }
 
-  /** Refresh now, then every few seconds while the page is visible. */
+  /** Load the list and follow its live feed. */
   start() {
+    this.feed.start(); // once connected, it loads the list
     this.refresh();
-    setInterval(() => {
-      if (!document.hidden) this.refresh();
-    }, REFRESH_MS);
-    document.addEventListener("visibilitychange", () => {
-      if (!document.hidden) this.refresh();
-    });
   }
 
+  /** Load the list again now, and reconnect its live feed if it is not connected (e.g. an
+   * API key was just entered). */
   refresh() {
+    if (!this.live && this.feed.source?.readyState !== EventSource.CONNECTING) {
+      this.feed.reconnect(0);
+    }
+    return this.reload();
+  }
+
+  reload() {
     this.inFlight ??= this.load().finally(() => {
       this.inFlight = null;
     });
@@ -46,14 +61,34 @@ export class RecentList {
       const { data } = await request("GET", "/workflows", { query: { limit: SHOWN } });
       $("recent-error").textContent = "";
       this.render(data);
-      $("recent-updated").textContent = data.length
-        ? `Newest first. Updated ${clock(Date.now())}.`
-        : "No workflows yet: start one.";
+      this.showUpdated();
     } catch (error) {
       const problem = `Could not load the list: ${error.message}`;
       // Only a change is announced: an alert repeated every few seconds would drown the page.
       if ($("recent-error").textContent !== problem) $("recent-error").textContent = problem;
     }
+  }
+
+  showUpdated() {
+    $("recent-updated").textContent = this.rows.size
+      ? `Newest first. Updated ${clock(Date.now())}.`
+      : "No workflows yet: start one.";
+  }
+
+  /** A workflow pushed by the list's live feed: new ones go on top, others change in place. */
+  push(workflow) {
+    let row = this.rows.get(workflow.workflow_id);
+    if (!row) {
+      row = this.createRow(workflow.workflow_id);
+      this.list.prepend(row);
+      while (this.list.children.length > SHOWN) {
+        const oldest = this.list.lastElementChild;
+        this.rows.delete(oldest.querySelector("button").dataset.id);
+        oldest.remove();
+      }
+    }
+    this.fill(row, workflow);
+    this.showUpdated();
   }
 
   // Rows are updated in place, not rebuilt: a row that has keyboard focus keeps it.
@@ -95,6 +130,16 @@ export class RecentList {
   }
 
   fill(row, workflow) {
+    // A list loaded before a push may arrive after it: never show an older state.
+    const shown = row.dataset;
+    const updated = workflow.updated_at ?? 0;
+    if (shown.updated !== undefined) {
+      const before = Number(shown.updated);
+      const older = updated < before || (updated === before && TERMINAL.has(shown.status));
+      if (older && workflow.status !== shown.status) return;
+    }
+    shown.updated = String(updated);
+    shown.status = workflow.status;
     const [, kind, status, time] = row.querySelector("button").children;
     kind.textContent = workflow.kind ?? workflow.name;
     status.textContent = workflow.status;
