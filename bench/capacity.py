@@ -37,9 +37,57 @@ async def _window(
     return {**meter.rates(start, end), "health": probe.summary(began)}
 
 
+# Every 503 a retried call got, by what was retried: reported with the phase's figures.
+RETRIED_503: Counter[str] = Counter()
+
+
+async def _retried(call: Callable[[], Awaitable[Any]], what: str, attempts: int = 6) -> None:
+    """`call`, again after a 503 (the server's database timeout under load): a message the
+    measurement needs, or clean-up after it, must not fail the phase; the 503s are counted
+    in RETRIED_503."""
+    for attempt in range(attempts):
+        try:
+            await call()
+            return
+        except HTTPError as exc:
+            if exc.status != 503 or attempt == attempts - 1:
+                raise
+            RETRIED_503[what] += 1
+            await asyncio.sleep(0.5 * 2**attempt)
+
+
+def _start_parked(http: HTTPTransport, workflow_id: str) -> Callable[[], Awaitable[None]]:
+    # Starting a demo workflow again with its ID answers for the one already started.
+    return lambda: http.start_messaging(workflow_id, PARKED_APPROVAL_SEC)
+
+
+async def _cleanly(cleanup: Awaitable[int]) -> tuple[int | None, str | None]:
+    """Run a clean-up after a measurement: (workflows left PENDING, None), or (None, what
+    went wrong) without losing the measurement."""
+    try:
+        return await cleanup, None
+    except (HTTPError, OSError, TimeoutError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+async def _last_go(
+    http: HTTPTransport,
+    workflows: list[str],
+    go: Callable[[str], Callable[[], Awaitable[None]]],
+    already: int,
+) -> int:
+    """The "go" that sets each workflow's last key and ends it, then until none is PENDING."""
+    await bounded((_retried(go(w), "last go") for w in workflows), 20)
+    return await drain(http, already=already)
+
+
 async def _release(http: HTTPTransport, ids: list[str], already: int) -> int:
     """A message to each parked messaging workflow (not an approval: it ends at once)."""
-    await bounded((http.send(i, {"approved": False}, TOPIC_NOTIFICATION) for i in ids), 50)
+
+    def release(workflow_id: str) -> Callable[[], Awaitable[None]]:
+        return lambda: http.send(workflow_id, {"approved": False}, TOPIC_NOTIFICATION)
+
+    await bounded((_retried(release(i), "release") for i in ids), 20)
     return await drain(http, already=already)
 
 
@@ -61,8 +109,9 @@ async def idle(
     that then stays idle only 10 s later, so the start-up's transactions would otherwise
     be counted in the window."""
     already = await http.pending_count()
+    RETRIED_503.clear()
     ids = [new_id("bench-idle") for _ in range(n_workflows)]
-    await bounded((http.start_messaging(i, PARKED_APPROVAL_SEC) for i in ids), 25)
+    await bounded((_retried(_start_parked(http, i), "start") for i in ids), 25)
     await bounded((_parked(http, i) for i in ids), 25)
     await asyncio.sleep(settle_sec)
     baseline = await _window(meter, http.base_url, window_sec, probe_sec)
@@ -103,7 +152,7 @@ async def idle(
         connected = sum(1 for task in watchers if not task.done())
     finally:
         await cancel(watchers)
-    stuck = await _release(http, ids, already)
+    stuck, cleanup = await _cleanly(_release(http, ids, already))
     return {
         "workflows": n_workflows,
         "watchers": len(paths),
@@ -116,6 +165,8 @@ async def idle(
         "baseline": baseline,
         "watched": watched,
         "stuck_pending": stuck,
+        "cleanup_error": cleanup,
+        "retried_503": dict(RETRIED_503),
     }
 
 
@@ -132,6 +183,7 @@ async def _waiter_case(
     (tick-0...), odd ones for a key that is set only after their timeout (tick-<keys_set>).
     The keys are set by "go" messages once every waiter has had time to arrive."""
     already = await http.pending_count()
+    RETRIED_503.clear()
     workflows = [new_id("bench-wait") for _ in range(n_workflows)]
     # One more tick than set in the measurement: the workflow stays PENDING (its keys
     # settable) until the never-set waiters have timed out, and ends at the last "go".
@@ -159,13 +211,16 @@ async def _waiter_case(
         else:
             problems["set key timed out" if expect_value else "never-set key had a value"] += 1
 
+    def go(workflow_id: str) -> Callable[[], Awaitable[None]]:
+        return lambda: http.send(workflow_id, {"go": True}, GO_TOPIC)
+
     marks = {"arrive": time.time()}
     tasks = [asyncio.create_task(waiter(w, key, seq % 2 == 0)) for seq, (w, key) in enumerate(plan)]
     try:
         arrived = await _arrived(http, n_waiters, limit=timeout / 3)
         marks["go"] = time.time()
         for _ in range(keys_set):
-            await bounded((http.send(w, {"go": True}, GO_TOPIC) for w in workflows), 50)
+            await bounded((_retried(go(w), "go") for w in workflows), 50)
         set_waiters = [t for seq, t in enumerate(tasks) if seq % 2 == 0]
         await asyncio.wait_for(asyncio.gather(*set_waiters), timeout + 30)
         marks["released"] = time.time()
@@ -173,8 +228,7 @@ async def _waiter_case(
         marks["timed_out"] = time.time()
     finally:
         await cancel(tasks)
-    await bounded((http.send(w, {"go": True}, GO_TOPIC) for w in workflows), 50)
-    stuck = await drain(http, already=already)
+    stuck, cleanup = await _cleanly(_last_go(http, workflows, go, already))
     return {
         "waiters": n_waiters,
         "workflows": n_workflows,
@@ -191,6 +245,8 @@ async def _waiter_case(
         "waiting_at_go": arrived,
         "marks": marks,
         "stuck_pending": stuck,
+        "cleanup_error": cleanup,
+        "retried_503": dict(RETRIED_503),
     }
 
 

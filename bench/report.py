@@ -478,6 +478,10 @@ def _capacity_markdown(results: dict[str, Any]) -> list[str]:
                 f"| events pushed during the quiet window | - | "
                 f"{w.get('events_pushed_in_window')} | |"
             )
+            if idle.get("retried_503"):
+                lines += ["", f"Requests answered 503 and retried: {idle['retried_503']}"]
+            if idle.get("cleanup_error"):
+                lines += ["", f"Releasing the workflows afterwards failed: {idle['cleanup_error']}"]
     waiters = results.get("waiters")
     if waiters:
         lines += ["", "## Waiters: many clients in a waiting GET on event keys", ""]
@@ -519,6 +523,12 @@ def _capacity_markdown(results: dict[str, Any]) -> list[str]:
                     f"{_fmt(ratio(r['released']['p99'], single_p99))}x one waiter's; "
                     f"/health p99 while arriving, waiting and released {_fmt(loaded)} ms, "
                     f"{_fmt(ratio(loaded, base['health']['p99']))}x no waiter's."
+                    + (
+                        f" Answered 503 and retried: {r['retried_503']}."
+                        if r.get("retried_503")
+                        else ""
+                    )
+                    + (f" Clean-up failed: {r['cleanup_error']}" if r.get("cleanup_error") else "")
                 )
                 lines.append("")
     workers = results.get("workers")
