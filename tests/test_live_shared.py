@@ -36,7 +36,10 @@ SSE_TIMEOUT = httpx.Timeout(30.0, read=30.0)
 N_WAITERS = 200
 # The statements of the live hub, by the start of their text (dbos_internals.py).
 EVENTS_READ = "SELECT h.workflow_uuid, h.key, h.value, h.serialization, h.function_id"
-STATUS_POLL = "SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY"
+STATUS_POLL = (
+    "SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY",
+    "SELECT workflow_uuid, status FROM workflow_status WHERE workflow_uuid IN (SELECT value",
+)
 TENANT_KEYS = {"acme": "acme-key-0123456789abcdef", "globex": "globex-key-0123456789abcdef"}
 
 
@@ -50,6 +53,12 @@ class CountingServer(ServerProcess):
 @pytest.fixture(scope="module")
 def server(postgres_url: str) -> Iterator[ServerProcess]:
     with CountingServer(postgres_url) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def sqlite_server_counted() -> Iterator[ServerProcess]:
+    with CountingServer(None) as started:
         yield started
 
 
@@ -78,7 +87,7 @@ def statements(http: httpx.Client) -> Counter[str]:
     return Counter(shapes)
 
 
-def count_of(shapes: Counter[str], prefix: str) -> int:
+def count_of(shapes: Counter[str], prefix: str | tuple[str, ...]) -> int:
     return sum(n for shape, n in shapes.items() if shape.startswith(prefix))
 
 
@@ -249,16 +258,24 @@ def statements_per_poll(http: httpx.Client, polls: int) -> float:
     return (sum(last.values()) - sum(first.values())) / done
 
 
-def test_status_poll_statements_do_not_grow_with_watched_workflows(
-    http: httpx.Client, server: ServerProcess, background: Background
+@pytest.mark.parametrize("database", ["postgres", "sqlite"])
+def test_poll_statements_do_not_grow_with_watched_workflows(
+    database: str, request: pytest.FixtureRequest, background: Background
 ) -> None:
-    """Idle, the server sends the same statements per poll interval whether 5 or 200
-    workflows are watched over SSE: one status query covers them all."""
+    """Idle, the server sends the same statements per status-poll interval whether 5 or 200
+    workflows are watched (status and events, over SSE): one status query covers them all,
+    and on SQLite one events query per events poll."""
+    server: ServerProcess = request.getfixturevalue(
+        "server" if database == "postgres" else "sqlite_server_counted"
+    )
+    http = httpx.Client(base_url=server.base_url, timeout=30.0)
+    request.addfinalizer(http.close)
     workflow_ids = [unique_id("shared-poll") for _ in range(N_WAITERS)]
     for workflow_id in workflow_ids:
+        # Asleep in its first step for a minute: nothing to read while it is watched.
         answer = http.post(
-            f"/start-workflow-messaging/{workflow_id}/1",
-            params={"step_seconds": 0, "approval_timeout": 600},
+            f"/start-workflow-events/{workflow_id}/2",
+            params={"step_seconds": names.STEP_SECONDS_MAX},
         )
         assert answer.status_code == 200, answer.text
     stop = asyncio.Event()
@@ -268,7 +285,7 @@ def test_status_poll_statements_do_not_grow_with_watched_workflows(
         async with httpx.AsyncClient(base_url=server.base_url, limits=limits) as client:
 
             async def one(workflow_id: str) -> None:
-                path = f"/workflows/{workflow_id}/live"
+                path = f"/workflow-events/{workflow_id}/live"
                 async with client.stream("GET", path, timeout=None) as answer:
                     assert answer.status_code == 200
                     reading = asyncio.ensure_future(answer.aread())
@@ -303,7 +320,12 @@ def test_status_poll_statements_do_not_grow_with_watched_workflows(
     finally:
         for workflow_id in workflow_ids:
             http.post(f"/workflows/{workflow_id}/cancel")
-    assert many <= few + 1.0, f"{few:.2f} statements per poll with 5 watched, {many:.2f} with 200"
+    # On SQLite the events poll runs five times per status poll, on its own timer: a little
+    # more room for how many of them fall into a window.
+    slack = 1.0 if database == "postgres" else 2.0
+    measured = f"{few:.2f} statements per status poll with 5 watched, {many:.2f} with 200"
+    print(f"\n[{database}] {measured}")  # noqa: T201
+    assert many <= few + slack, measured
 
 
 # --- several instances -----------------------------------------------------------------------
