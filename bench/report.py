@@ -492,7 +492,9 @@ def _capacity_markdown(results: dict[str, Any]) -> list[str]:
             lines += [
                 "Half the waiters wait for a key a benchmark workflow sets (stamping the time) "
                 "once all have arrived; the other half for a key never set before their "
-                "timeout. Baseline: `/health` with no waiter "
+                "timeout (their lateness is counted from when the driver sent the request, "
+                "so it includes the time the request took to reach the server). "
+                "Baseline: `/health` with no waiter "
                 f"({_summary_cell(base['health'])} ms p50 / p99 / max) and one waiter at a "
                 f"time (event wake {_summary_cell(base['single_waiter_wake'])} ms).",
                 "",
