@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbos import DBOS
-from dbos import error as dbos_error
 
 from workflow_comm.live.database import StoredEvent
 from workflow_comm.live.items import (
@@ -166,23 +165,14 @@ async def _read_stream_range(
 async def read_stream_now(
     stored_id: str, key: str, offset: int, limit: int
 ) -> tuple[list[Any], bool]:
-    """Values written from `offset` (at most `limit`), and whether the stream has ended.
+    """Values written from `offset` (at most `limit`), and whether the stream has ended
+    (closed, or its workflow finished and nothing more is written).
 
-    The stored ID: the feed's reads run outside any request. timeout_seconds=0 makes DBOS
-    yield what is there, then end (closed, or its workflow finished) or raise (still open).
+    Called from the hub's tasks, which run outside any request (no caller, no tenant): the
+    service's stored_id() then leaves the stored ID as it is.
     """
-    values: list[Any] = []
-    reader = DBOS.read_stream_async(stored_id, key, offset=offset, timeout_seconds=0)
-    try:
-        async for value in reader:
-            values.append(value)
-            if len(values) == limit:
-                return values, False
-        return values, True
-    except dbos_error.DBOSStreamTimeoutError:
-        return values, False
-    finally:
-        await reader.aclose()
+    values, _, ended = await read_page(stored_id, key, offset, limit)
+    return values, ended
 
 
 def _version(change: EventSet) -> int:
@@ -411,6 +401,9 @@ class WorkflowFeed:
                     state.next_offset += 1
                     state.buffer.append(item)
                     self.broadcast(item)
+                # A page may come without waiting on anything (a finished stream is kept
+                # whole): let the subscribers take it before the next one.
+                await asyncio.sleep(0)
                 if ended:
                     state.end = StreamEnd(state.key, state.next_offset, await self._status_now())
                     self.broadcast(state.end)
