@@ -11,7 +11,8 @@ history and the wakeups); nothing else in the package reaches into DBOS.
   unqualified on SQLite. The live hub's queries are in their own section at the end.
 - Channels: what DBOS NOTIFYs on after a write, and the payload's shape.
 - Private calls: `DBOS._recover_pending_workflows` (takeover), the system database's waiter
-  registries (re-checked after an outage).
+  registries (re-checked after an outage), `is_serialized_stream_closed_sentinel` (the live
+  hub's stream length, for `?tail=`).
 - Behaviour: which connection errors DBOS treats as a lost connection (and so waits out).
 """
 
