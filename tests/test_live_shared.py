@@ -14,14 +14,17 @@ No timing is asserted: every wait is for an observable condition, with a generou
 import asyncio
 import json
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from dbos import DBOSClient, EnqueueOptions
 from httpx_sse import ServerSentEvent, connect_sse
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -58,7 +61,9 @@ def server(postgres_url: str) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def sqlite_server_counted() -> Iterator[ServerProcess]:
-    with CountingServer(None) as started:
+    """On a SQLite file of its own, named, so a DBOSClient can reach the same database."""
+    folder = Path(tempfile.mkdtemp(prefix="comm-sqlite-"))
+    with CountingServer(f"sqlite:///{folder / 'comm.sqlite'}", workdir=folder) as started:
         yield started
 
 
@@ -264,20 +269,29 @@ def test_poll_statements_do_not_grow_with_watched_workflows(
 ) -> None:
     """Idle, the server sends the same statements per status-poll interval whether 5 or 200
     workflows are watched (status and events, over SSE): one status query covers them all,
-    and on SQLite one events query per events poll."""
+    and on SQLite one events query per events poll. The watched workflows are ENQUEUED on a
+    queue nobody serves, so nothing at all changes while they are watched."""
     server: ServerProcess = request.getfixturevalue(
         "server" if database == "postgres" else "sqlite_server_counted"
     )
     http = httpx.Client(base_url=server.base_url, timeout=30.0)
     request.addfinalizer(http.close)
     workflow_ids = [unique_id("shared-poll") for _ in range(N_WAITERS)]
-    for workflow_id in workflow_ids:
-        # Asleep in its first step for a minute: nothing to read while it is watched.
-        answer = http.post(
-            f"/start-workflow-events/{workflow_id}/2",
-            params={"step_seconds": names.STEP_SECONDS_MAX},
-        )
-        assert answer.status_code == 200, answer.text
+    # Workflows that stay idle whatever the time: enqueued on a queue no process serves, so
+    # they stay ENQUEUED (not finished, so watched and polled) and nothing runs or waits in
+    # them. A running workflow would not do: one asleep in a step wakes and writes once its
+    # step ends, and one waiting in recv costs DBOS's own polling on SQLite, per waiter.
+    client = DBOSClient(system_database_url=server.env["DBOS_SYSTEM_DATABASE_URL"])
+    try:
+        for workflow_id in workflow_ids:
+            options: EnqueueOptions = {
+                "queue_name": "never-served",
+                "workflow_name": "idle",
+                "workflow_id": workflow_id,
+            }
+            client.enqueue(options)
+    finally:
+        client.destroy()
     stop = asyncio.Event()
 
     async def watch(watched: list[str]) -> None:
