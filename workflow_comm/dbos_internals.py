@@ -10,6 +10,10 @@ history and the wakeups); nothing else in the package reaches into DBOS.
   value), `streams` (the live hub's stream heads). In the `dbos` schema on Postgres;
   unqualified on SQLite. The live hub's queries are in their own section at the end.
 - Channels: what DBOS NOTIFYs on after a write, and the payload's shape.
+- Tables, for the gateway (service.py): `workflow_status.application_name` (which application a
+  workflow belongs to), `streams` (the stream keys a workflow wrote).
+- Private state: whether DBOS is launched and the database URL it was given (checked when
+  the communication routes start in an app that launched DBOS itself).
 - Private calls: `DBOS._recover_pending_workflows` (takeover), the system database's waiter
   registries (re-checked after an outage), `is_serialized_stream_closed_sentinel` (the live
   hub's stream length, for `?tail=`).
@@ -29,6 +33,7 @@ from typing import Any, cast
 import psycopg
 import sqlalchemy as sa
 from dbos import DBOS, WorkflowHandle, WorkflowStatus, _serialization, _sys_db
+from dbos import error as dbos_error
 from dbos._dbos import _get_dbos_instance
 from dbos._sys_db import is_serialized_stream_closed_sentinel
 from psycopg_pool import AsyncConnectionPool
@@ -249,7 +254,7 @@ def decode_portable(text: str | None, serialization: str | None) -> Any:
 _STATUS_COLUMNS = (
     "SELECT s.workflow_uuid, s.status, s.name, s.created_at, s.updated_at, s.completed_at,"
     " s.executor_id, s.application_version, COALESCE(o.output, s.output),"
-    " COALESCE(o.error, s.error), s.serialization"
+    " COALESCE(o.error, s.error), s.serialization, s.application_name"
     " FROM {schema}workflow_status s"
     " LEFT JOIN {schema}workflow_output o ON o.workflow_uuid = s.workflow_uuid"
 )
@@ -257,7 +262,8 @@ _STATUS_COLUMNS = (
 
 def _stored_status(row: Sequence[Any]) -> WorkflowStatus:
     """DBOS's WorkflowStatus, as list_workflows(load_input=False) builds it, with the fields
-    this server shows: ID, status, name, times, executor, version, output and error. `error`
+    this server shows: ID, status, name, times, executor, application name and version,
+    output and error. `error`
     is DBOS's PortableWorkflowError(message, name, code, data), or, as DBOS's safe_deserialize
     has it, the stored text if that does not decode (so is `output`). The rest are unset."""
     serialization = row[10]
@@ -272,6 +278,7 @@ def _stored_status(row: Sequence[Any]) -> WorkflowStatus:
     status.completed_at = row[5]
     status.executor_id = row[6]
     status.app_version = row[7]
+    status.application_name = row[11]
     status.output = _or_text(_json, row[8])
     status.error = _or_text(_portable_error, row[9])
     status.input = None
@@ -331,6 +338,20 @@ def dbos_app_name() -> str | None:
     return name
 
 
+def dbos_launched() -> bool:
+    """Whether DBOS was created and launched in this process."""
+    try:
+        return bool(_get_dbos_instance()._launched)
+    except dbos_error.DBOSException:
+        return False
+
+
+def dbos_system_database_url() -> str | None:
+    """The system database URL DBOS was configured with (as given to it)."""
+    url: str | None = _get_dbos_instance()._config.get("system_database_url")
+    return url
+
+
 def like_prefix(prefix: str) -> str:
     """A LIKE pattern (ESCAPE '/') for IDs that start with `prefix`, as SQLAlchemy's
     startswith(autoescape=True), which DBOS's workflow_id_prefix uses, writes it."""
@@ -355,11 +376,19 @@ class DirectReads(ABC):
         # statement (so one snapshot), LEFT JOINed so that a stream with nothing there still
         # tells the status.
         self._stream_sql = self._sql(
-            f'SELECT s.status, t.value, t.serialization, t."offset"'
+            f'SELECT s.status, s.application_name, t.value, t.serialization, t."offset"'
             f" FROM {schema}workflow_status s LEFT JOIN {schema}streams t"
             " ON t.workflow_uuid = s.workflow_uuid AND t.key = %(key)s"
             ' AND t."offset" >= %(start)s AND t."offset" < %(end)s'
             ' WHERE s.workflow_uuid = %(id)s ORDER BY t."offset"'
+        )
+
+        # The last row of each of the workflow's streams (the primary key's index finds each).
+        self._stream_keys_sql = self._sql(
+            f'SELECT t.key, t."offset", t.value, t.serialization FROM {schema}streams t'
+            ' WHERE t.workflow_uuid = %(id)s AND t."offset" = (SELECT MAX(u."offset")'
+            f" FROM {schema}streams u WHERE u.workflow_uuid = t.workflow_uuid AND u.key = t.key)"
+            " ORDER BY t.key"
         )
 
     def _sql(self, text: str) -> str:
@@ -396,17 +425,37 @@ class DirectReads(ABC):
         self, workflow_id: str, key: str, offset: int, limit: int
     ) -> tuple[str, tuple[list[Any], bool, bool]] | None:
         """The workflow's status and a stream page, read together; None if no workflow."""
+        read = await self.stream_with_owner(workflow_id, key, offset, limit)
+        return None if read is None else (read[0], read[2])
+
+    async def stream_with_owner(
+        self, workflow_id: str, key: str, offset: int, limit: int
+    ) -> tuple[str, str | None, tuple[list[Any], bool, bool]] | None:
+        """The workflow's status, its application's name and a stream page, read together;
+        None if no workflow."""
         params = {"id": workflow_id, "key": key, "start": offset, "end": offset + limit + 1}
         rows = await self._rows(self._stream_sql, params)
         if not rows:
             return None
         status: str = rows[0][0]
-        return status, stream_page(status, (row[1:] for row in rows), offset, limit)
+        owner: str | None = rows[0][1]
+        return status, owner, stream_page(status, (row[2:] for row in rows), offset, limit)
+
+    async def stream_keys(self, workflow_id: str) -> list[tuple[str, int, bool]]:
+        """(key, number of values, closed by close_stream) of every stream of the workflow,
+        by key: the last row of each stream, which is its close marker once closed."""
+        found = []
+        for key, offset, value, serialization in await self._rows(
+            self._stream_keys_sql, {"id": workflow_id}
+        ):
+            closed = is_stream_close_marker(value, serialization)
+            found.append((key, int(offset) if closed else int(offset) + 1, closed))
+        return found
 
     async def workflows(
         self,
         *,
-        app_name: str | None,
+        app_name: str | Sequence[str] | None,
         status: str | None,
         name: str | None,
         id_prefix: str | None,
@@ -414,14 +463,19 @@ class DirectReads(ABC):
     ) -> list[WorkflowStatus]:
         """DBOS's list_workflows(sort_desc=True, load_input=False) with these filters.
 
+        `app_name`: one application or several, each with the rows of no application, as
+        DBOS's own application filter has them; None or empty: every application.
+
         The ID prefix is compared case-sensitively on both backends (DBOS's LIKE is not, on
         SQLite: there a tenant "acme" would see tenant "ACME"'s workflows).
         """
         where: list[str] = []
         params: dict[str, Any] = {"limit": limit}
-        if app_name:
-            where.append("(s.application_name = %(app)s OR s.application_name IS NULL)")
-            params["app"] = app_name
+        apps = [app_name] if isinstance(app_name, str) else list(app_name or ())
+        if apps:
+            names = ", ".join(f"%(app{i})s" for i in range(len(apps)))
+            where.append(f"(s.application_name IN ({names}) OR s.application_name IS NULL)")
+            params.update({f"app{i}": app for i, app in enumerate(apps)})
         if name is not None:
             where.append("s.name = %(name)s")
             params["name"] = name

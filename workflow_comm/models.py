@@ -118,10 +118,39 @@ class WorkflowPublic(BaseModel):
     application_version: str | None
     result: Any = None
     error: str | None = None
+    application_name: str | None = Field(
+        default=None,
+        description="The DBOS application the workflow belongs to (None: unclaimed, any "
+        "application's). See COMM_SERVE_APPS.",
+    )
 
 
 class WorkflowsPublic(BaseModel):
     data: list[WorkflowPublic]
+    count: int
+
+
+class EventKeysPublic(BaseModel):
+    """The event keys a workflow has set so far, sorted."""
+
+    workflow_id: str
+    data: list[str]
+    count: int
+
+
+class StreamKeyPublic(BaseModel):
+    key: str
+    length: int = Field(description="Values written so far (offsets 0 to length - 1).")
+    closed: bool = Field(
+        description="No value will follow: the workflow closed the stream, or it finished."
+    )
+
+
+class StreamKeysPublic(BaseModel):
+    """The streams a workflow has written to so far, by key."""
+
+    workflow_id: str
+    data: list[StreamKeyPublic]
     count: int
 
 

@@ -71,3 +71,14 @@ StreamLimit = Annotated[
     int, Query(ge=1, le=names.STREAM_PAGE_MAX, description="Most values to return.")
 ]
 ListLimit = Annotated[int, Query(ge=1, le=names.WORKFLOW_LIST_MAX)]
+AppName = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._\-]+$",
+        description="Only this DBOS application's workflows (one the server serves: "
+        "COMM_SERVE_APPS).",
+        examples=["dbos-workflow-communication"],
+    ),
+]

@@ -1,14 +1,21 @@
-"""DBOS lifecycle: its configuration, launch and shutdown, with the live hub and takeover."""
+"""DBOS lifecycle: its configuration, launch and shutdown with takeover; the live hub's."""
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer
 from fastapi import FastAPI
 
-from workflow_comm.dbos_internals import recheck_waiters, wait_out_refused_connections
+from workflow_comm.dbos_internals import (
+    dbos_launched,
+    dbos_system_database_url,
+    recheck_waiters,
+    wait_out_refused_connections,
+)
 from workflow_comm.errors import set_db_timeout
 from workflow_comm.live.hub import LiveHub
 from workflow_comm.logs import configure_logging
@@ -60,14 +67,14 @@ async def recheck_waiters_after_outage() -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Create and launch DBOS with the app; shut it down with the app.
+    """The server's lifespan: create and launch DBOS with the app; shut it down with the app.
 
     DBOS.launch() is called on the event loop's thread on purpose: DBOS then runs
-    recovered async workflows on this loop. It runs before the server takes requests.
+    recovered async workflows on this loop. It runs before the server takes requests. The
+    communication routes' own lifespan (communication_lifespan) runs inside this one.
     """
     settings: Settings = app.state.settings
     configure_logging(settings)
-    set_db_timeout(settings.db_timeout_sec)
     # On Postgres always: the executor lock tells others this instance is alive (resume asks
     # it); COMM_TAKEOVER_ENABLED=false only stops the scans for dead executors.
     takeover = (
@@ -85,8 +92,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.takeover = takeover
     if takeover is not None:
         takeover.start()
-    app.state.live_hub = LiveHub(settings)
-    app.state.live_hub.start()
     logger.info(
         "serving with executor %s, version %s",
         settings.resolved_executor_id,
@@ -95,7 +100,54 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await app.state.live_hub.stop()
         DBOS.destroy(workflow_completion_timeout_sec=0)
         if takeover is not None:
             await takeover.stop()  # last: our lock says "alive" while our workflows may run
+
+
+@asynccontextmanager
+async def communication_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The communication routes' lifespan: the live hub (its readers and, on Postgres, its
+    LISTEN connection) starts with the app and stops with it.
+
+    It runs inside the app's own lifespan, which must have launched DBOS, on the database
+    `settings` names: the server's (lifespan above), or that of an app the routes are
+    mounted in (app.include_communication).
+    """
+    settings: Settings = app.state.settings
+    check_dbos_matches(settings)
+    set_db_timeout(settings.db_timeout_sec)
+    hub = LiveHub(settings)
+    hub.start()
+    app.state.live_hub = hub
+    try:
+        yield
+    finally:
+        await hub.stop()
+
+
+def check_dbos_matches(settings: Settings) -> None:
+    """Fail fast, and say why, unless DBOS is launched on the database `settings` names."""
+    if not dbos_launched():
+        raise RuntimeError(
+            "DBOS is not launched: create DBOS and call DBOS.launch() in your app's lifespan, "
+            "before the communication routes start (see examples/own_app.py)"
+        )
+    launched_on = dbos_system_database_url()
+    if launched_on is not None and _database(launched_on) != _database(
+        settings.system_database_url
+    ):
+        raise RuntimeError(
+            "DBOS was launched on another database than the communication routes read "
+            "(Settings.system_database_url, DBOS_SYSTEM_DATABASE_URL): give DBOS the "
+            "settings' system_database_url"
+        )
+
+
+def _database(url: str) -> tuple[str | None, ...]:
+    """What tells one database from another in a URL (not its driver)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return ("sqlite", os.path.abspath(parsed.database or ""))
+    host = parsed.host or str(parsed.query.get("host", ""))  # a socket folder, in the query
+    return ("postgresql", host, str(parsed.port or 5432), parsed.database)

@@ -21,7 +21,7 @@ from fastapi import FastAPI, HTTPException
 from workflow_comm import dbos_internals, names
 from workflow_comm.auth import stored_id
 from workflow_comm.dbos_internals import DirectReads, NotPortable
-from workflow_comm.errors import within_db_timeout
+from workflow_comm.errors import DatabaseUnavailable, within_db_timeout
 from workflow_comm.metrics import WORKFLOWS_STARTED
 from workflow_comm.models import WorkflowPublic
 from workflow_comm.names import WorkflowKind
@@ -118,7 +118,47 @@ class FinishedCache:
         self._streams.clear()
 
 
+@dataclass(frozen=True)
+class ServedApps:
+    """The DBOS applications whose workflows the routes serve: the one DBOS runs in this
+    process (`own`), and those COMM_SERVE_APPS adds (`others`; None: every application).
+
+    A workflow of another application is answered as unknown (404) and left out of lists.
+    A workflow of no application is unclaimed, and DBOS lets any application run it: served.
+    """
+
+    own: str | None
+    others: frozenset[str] | None = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, own: str | None) -> "ServedApps":
+        if "*" in settings.serve_apps:
+            return cls(own, None)
+        return cls(own, frozenset(settings.serve_apps) - {own})
+
+    @property
+    def everything(self) -> bool:
+        return self.others is None
+
+    @property
+    def names(self) -> list[str] | None:
+        """The served names, own first, for a list query; None for every application."""
+        if self.others is None:
+            return None
+        return [name for name in (self.own, *sorted(self.others)) if name is not None]
+
+    def serves(self, app: str | None) -> bool:
+        return app is None or self.others is None or app == self.own or app in self.others
+
+
 finished = FinishedCache(FINISHED_CACHE_SIZE, FINISHED_CACHE_TTL_SEC, FINISHED_STREAMS_CACHED)
+# Set with the direct reads (direct_reads_lifespan), from the settings and DBOS's own name;
+# outside it (no routes), no application is left out.
+served = ServedApps(None, None)
+# Stored ID -> application name, as read with a status (names never change once set): a send
+# to a workflow seen before needs no read to tell whether it is served.
+OWNERS_KEPT = 4096
+_owners: OrderedDict[str, str] = OrderedDict()
 # One per process, like DBOS itself: opened by direct_reads_lifespan after DBOS launched.
 # None (outside the lifespan): every read goes through DBOS's own calls.
 _reads: DirectReads | None = None
@@ -127,8 +167,10 @@ _reads: DirectReads | None = None
 @asynccontextmanager
 async def direct_reads_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The direct reads live as long as the app (a router lifespan, after DBOS's)."""
-    global _reads
+    global _reads, served
     settings: Settings = app.state.settings
+    served = ServedApps.from_settings(settings, dbos_internals.dbos_app_name())
+    _owners.clear()
     _reads = await dbos_internals.open_direct_reads(
         settings.sqlalchemy_url,
         max_connections=DIRECT_READ_CONNECTIONS,
@@ -152,13 +194,40 @@ async def _read_status(stored: str) -> WorkflowStatus | None:
 
 
 async def find_stored(stored: str) -> WorkflowStatus | None:
-    """The status of the workflow stored as `stored`, or None if there is none."""
+    """The status of the workflow stored as `stored`, or None if there is none (or it
+    belongs to an application this server does not serve)."""
     found = finished.status(stored)
     if found is None:
         found = await within_db_timeout(_read_status(stored))
         if found is not None:
             finished.put(found)
-    return found
+    if found is None:
+        return None
+    owner = application_of(found)
+    if owner is not None:
+        _owners[stored] = owner
+        _owners.move_to_end(stored)
+        while len(_owners) > OWNERS_KEPT:
+            _owners.popitem(last=False)
+    return found if served.serves(owner) else None
+
+
+def application_of(status: WorkflowStatus) -> str | None:
+    """The application a workflow belongs to (None: unclaimed)."""
+    owner: str | None = getattr(status, "application_name", None)
+    return owner
+
+
+async def require_served(workflow_id: str) -> None:
+    """A 404 unless the workflow exists and is served; no database read when every
+    application is served, or for a workflow whose application was read before."""
+    if served.everything:
+        return
+    owner = _owners.get(stored_id(workflow_id))
+    if owner is not None and served.serves(owner):
+        return
+    if owner is not None or await find_status(workflow_id) is None:
+        raise unknown_workflow(workflow_id)
 
 
 async def find_status(workflow_id: str) -> WorkflowStatus | None:
@@ -202,15 +271,24 @@ async def read_events(status: WorkflowStatus) -> dict[str, Any]:
 
 
 async def list_statuses(
-    *, status: str | None, name: str | None, id_prefix: str | None, limit: int
+    *,
+    status: str | None,
+    name: str | None,
+    id_prefix: str | None,
+    limit: int,
+    app: str | None = None,
 ) -> list[WorkflowStatus]:
-    """Recent workflows, newest first (DBOS's list_workflows with these filters)."""
+    """Recent workflows of the served applications (or of `app` only, if served), newest
+    first (DBOS's list_workflows with these filters)."""
+    if app is not None and not served.serves(app):
+        return []
+    apps = [app] if app is not None else served.names
     if _reads is not None:
         try:
             return list(
                 await within_db_timeout(
                     _reads.workflows(
-                        app_name=dbos_internals.dbos_app_name(),
+                        app_name=apps,
                         status=status,
                         name=name,
                         id_prefix=id_prefix,
@@ -225,6 +303,8 @@ async def list_statuses(
             DBOS.list_workflows_async(
                 status=status,
                 name=name,
+                # None would be DBOS's own application only; [] is every application.
+                application_name=[] if apps is None else apps,
                 limit=limit,
                 sort_desc=True,
                 load_input=False,
@@ -315,6 +395,7 @@ def describe(status: WorkflowStatus, workflow_id: str) -> WorkflowPublic:
         application_version=status.app_version,
         result=status.output,
         error=None if error is None else f"{type(error).__name__}: {error}",
+        application_name=application_of(status),
     )
 
 
@@ -322,10 +403,10 @@ async def read_stream_page(
     workflow_id: str, key: str, offset: int, limit: int
 ) -> tuple[list[Any], bool, bool] | None:
     """Values from `offset` written so far, at most `limit`: (values, has_more, closed), or
-    None if the workflow does not exist. One statement, status and values together; none
-    for a finished workflow's stream read before (FinishedCache)."""
+    None if the workflow does not exist (or is not served). One statement, status and
+    values together; none for a finished workflow's stream read before (FinishedCache)."""
     stored = stored_id(workflow_id)
-    whole = finished.stream(stored, key)
+    whole = finished.stream(stored, key)  # kept only once read as served
     if whole is not None and offset <= len(whole):
         return _page_of(whole, offset, limit)
     if _reads is not None:
@@ -333,10 +414,22 @@ async def read_stream_page(
             return await _direct_page(_reads, stored, key, offset, limit)
         except NotPortable:
             pass
+    if not served.everything and await find_stored(stored) is None:
+        return None
     try:
         return await _dbos_read_page(stored, key, offset, limit)
     except dbos_error.DBOSNonExistentWorkflowError:
         return None
+
+
+async def stream_keys(status: WorkflowStatus) -> list[tuple[str, int, bool]]:
+    """(key, length, closed) of every stream of the workflow `status` describes, by key;
+    closed once close_stream ended it or the workflow finished."""
+    if _reads is None:
+        raise DatabaseUnavailable("the direct reads are not open")
+    found = await within_db_timeout(_reads.stream_keys(status.workflow_id))
+    ended = status.status in names.TERMINAL_STATUSES
+    return [(key, length, closed or ended) for key, length, closed in found]
 
 
 def _page_of(whole: list[Any], offset: int, limit: int) -> tuple[list[Any], bool, bool]:
@@ -350,10 +443,10 @@ async def _direct_page(
     reads: DirectReads, stored: str, key: str, offset: int, limit: int
 ) -> tuple[list[Any], bool, bool] | None:
     """A page read directly; the whole stream kept once its workflow is SUCCESS or ERROR."""
-    read = await reads.stream_with_status(stored, key, offset, limit)
-    if read is None:
+    read = await reads.stream_with_owner(stored, key, offset, limit)
+    if read is None or not served.serves(read[1]):
         return None
-    status, page = read
+    status, _, page = read
     if status in FINAL_STATUSES and finished.streams_size:
         if offset == 0 and page[2]:  # the page is the whole stream
             finished.put_stream(stored, key, page[0])

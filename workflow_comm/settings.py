@@ -21,6 +21,8 @@ APP_NAME = "dbos-workflow-communication"
 # DBOS's own default for an app of this name; dbos-config.yaml resolves to the same file.
 DEFAULT_SQLITE_URL = "sqlite:///dbos_workflow_communication.sqlite"
 
+# A DBOS application name, as COMM_SERVE_APPS lists it.
+APP_NAME_PATTERN = r"[A-Za-z0-9._\-]{1,128}"
 # An API key: what `openssl rand -hex 32` or `secrets.token_urlsafe(32)` print.
 API_KEY_PATTERN = r"[A-Za-z0-9_\-.~+/=]{16,256}"
 # Letters, digits and _ only: the tenant prefix of a stored workflow ID ends at its first "--".
@@ -64,7 +66,12 @@ class Settings(BaseSettings):
 
     # Errors never echo a value: it may be an API key or a database password.
     model_config = SettingsConfigDict(
-        env_prefix="COMM_", env_file=".env", extra="ignore", hide_input_in_errors=True
+        env_prefix="COMM_",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,
+        # Settings(system_database_url=...) in code, as well as the variables' names.
+        populate_by_name=True,
     )
 
     # The variable the dbos CLI reads too, so server and CLI see the same database.
@@ -139,6 +146,14 @@ class Settings(BaseSettings):
     # "json": one JSON object per log line, with the workflow_id of the request it concerns.
     log_format: Literal["text", "json"] = "text"
 
+    # Gateway mode: the DBOS applications whose workflows this server serves (reads, waits,
+    # watches, sends, cancel, resume), comma-separated; "*" for every application in the
+    # database. Empty: only the application DBOS runs here (this server's own). Workflows of
+    # other applications are never run, recovered or taken over, whatever this says.
+    serve_apps: Annotated[tuple[str, ...], NoDecode] = ()
+    # The demo start routes (/start-workflow-...) and the dashboard's start form.
+    demo_workflows: bool = True
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
@@ -156,6 +171,22 @@ class Settings(BaseSettings):
                     f"COMM_CORS_ORIGINS: {origin!r} is not an origin like https://app.example.com"
                 )
         return origins
+
+    @field_validator("serve_apps", mode="before")
+    @classmethod
+    def _parse_serve_apps(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        apps = tuple(dict.fromkeys(a.strip() for a in value.split(",") if a.strip()))
+        if "*" in apps and len(apps) > 1:
+            raise ValueError("COMM_SERVE_APPS: * already means every application; list no others")
+        for app in apps:
+            if app != "*" and not re.fullmatch(APP_NAME_PATTERN, app):
+                raise ValueError(
+                    f"COMM_SERVE_APPS: {app!r} is not an application name "
+                    "(1-128 letters, digits and . _ -)"
+                )
+        return apps
 
     @field_validator("workers", mode="before")
     @classmethod

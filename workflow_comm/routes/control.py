@@ -3,7 +3,7 @@
 from dbos import DBOS, WorkflowStatus
 from fastapi import APIRouter, HTTPException, Request
 
-from workflow_comm import names
+from workflow_comm import names, service
 from workflow_comm.auth import (
     public_id,
     stored_id,
@@ -12,19 +12,25 @@ from workflow_comm.auth import (
 from workflow_comm.errors import READ_ONLY_KEY, error_responses, within_db_timeout
 from workflow_comm.metrics import WORKFLOWS_FINISHED
 from workflow_comm.models import (
+    EventKeysPublic,
+    StreamKeyPublic,
+    StreamKeysPublic,
     WorkflowAction,
     WorkflowPublic,
     WorkflowsPublic,
     WorkflowStatusName,
 )
 from workflow_comm.names import WorkflowKind
-from workflow_comm.params import ListLimit, WorkflowId
+from workflow_comm.params import AppName, ListLimit, WorkflowId
 from workflow_comm.service import (
+    application_of,
     describe,
     direct_reads_lifespan,
     finished,
     list_statuses,
+    read_events,
     require_status,
+    stream_keys,
 )
 from workflow_comm.settings import SettingsDep
 from workflow_comm.takeover import LivenessUnknown, Takeover
@@ -47,13 +53,16 @@ async def list_workflows(
     status: WorkflowStatusName | None = None,
     kind: WorkflowKind | None = None,
     limit: ListLimit = names.WORKFLOW_LIST_DEFAULT,
+    app: AppName = None,
 ) -> WorkflowsPublic:
-    """Recent workflows, newest first, optionally filtered by status and kind."""
+    """Recent workflows of the served applications, newest first, optionally filtered by
+    status, kind and application."""
     found = await list_statuses(
         status=status,
         name=FUNCTION_BY_KIND[kind] if kind else None,
         id_prefix=tenant_prefix(),  # a tenant's key lists its own only
         limit=limit,
+        app=app,
     )
     data = [describe(s, public_id(s.workflow_id)) for s in found]
     return WorkflowsPublic(data=data, count=len(data))
@@ -63,6 +72,21 @@ async def list_workflows(
 async def get_workflow(workflow_id: WorkflowId) -> WorkflowPublic:
     """Status, kind, times, and the result or error once finished."""
     return describe(await require_status(workflow_id), workflow_id)
+
+
+@router.get("/{workflow_id}/event-keys")
+async def list_event_keys(workflow_id: WorkflowId) -> EventKeysPublic:
+    """The keys of every event the workflow has set so far (read them with /all)."""
+    keys = sorted(await read_events(await require_status(workflow_id)))
+    return EventKeysPublic(workflow_id=workflow_id, data=keys, count=len(keys))
+
+
+@router.get("/{workflow_id}/stream-keys")
+async def list_stream_keys(workflow_id: WorkflowId) -> StreamKeysPublic:
+    """Every stream the workflow has written to so far: its key, length, and whether it ended."""
+    found = await stream_keys(await require_status(workflow_id))
+    data = [StreamKeyPublic(key=k, length=n, closed=closed) for k, n, closed in found]
+    return StreamKeysPublic(workflow_id=workflow_id, data=data, count=len(data))
 
 
 @router.post(
@@ -102,9 +126,19 @@ async def resume_workflow(
     """
     status = await require_status(workflow_id)
     if status.status == "PENDING":
-        takeover: Takeover | None = request.app.state.takeover
-        own = settings.resolved_executor_id
-        await within_db_timeout(_hand_over_pending(workflow_id, status, own, takeover))
+        owner = application_of(status)
+        if owner is not None and owner != service.served.own:
+            # No lock of ours tells whether another application's executor is alive.
+            raise _running_on(
+                workflow_id,
+                f"executor '{status.executor_id}' of application '{owner}', which this "
+                "server cannot tell alive or gone (resume it from its own application)",
+            )
+        takeover: Takeover | None = getattr(request.app.state, "takeover", None)
+        own = DBOS.executor_id  # the server's executor, or that of the app it is mounted in
+        await within_db_timeout(
+            _hand_over_pending(workflow_id, status, own, takeover, settings.is_sqlite)
+        )
     elif status.status in RESUMABLE:
         await within_db_timeout(DBOS.resume_workflow_async(stored_id(workflow_id)))
     else:
@@ -121,15 +155,23 @@ async def resume_workflow(
 
 
 async def _hand_over_pending(
-    workflow_id: str, status: WorkflowStatus, own_executor: str, takeover: Takeover | None
+    workflow_id: str,
+    status: WorkflowStatus,
+    own_executor: str,
+    takeover: Takeover | None,
+    is_sqlite: bool,
 ) -> None:
     """Resume a PENDING workflow if its executor is gone; 409 if it is alive."""
     executor = status.executor_id or ""
     if executor == own_executor:
         raise _running_on(workflow_id, f"this server (executor '{executor}')")
-    if takeover is None:  # SQLite: one process, this one; any other executor ID is gone
+    if takeover is None and is_sqlite:  # one process, this one: any other executor is gone
         await DBOS.resume_workflow_async(stored_id(workflow_id))
         return
+    if takeover is None:  # mounted in an app of its own: no executor locks to ask
+        raise _running_on(
+            workflow_id, f"executor '{executor}', which this server cannot tell alive or gone"
+        )
     try:
         async with takeover.hold_if_gone(executor) as gone:
             if not gone:

@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -36,10 +36,13 @@ SECURITY_HEADERS = {
 router = APIRouter(include_in_schema=False)
 
 
-def page_config() -> dict[str, Any]:
+def page_config(demo_workflows: bool = True) -> dict[str, Any]:
     """What the page needs to know: event keys, topic, stream key, statuses, the workflow ID
-    rule and bounds. The page's scripts take them from here, never their own copies."""
+    rule and bounds, and whether the demo workflows can be started here (without them the
+    page follows any workflow: its events and any of its streams). The page's scripts take
+    them from here, never their own copies."""
     return {
+        "demoWorkflows": demo_workflows,
         "events": {
             "status": names.EVENT_STATUS,
             "progress": names.EVENT_PROGRESS,
@@ -72,17 +75,18 @@ def page_config() -> dict[str, Any]:
 
 
 @cache
-def render_index() -> str:
+def render_index(demo_workflows: bool = True) -> str:
     """index.html with the config filled in; read once, at install, never on the event loop."""
     # Escaping "<" keeps the JSON from ever closing its <script> element.
-    config = json.dumps(page_config()).replace("<", "\\u003c")
+    config = json.dumps(page_config(demo_workflows)).replace("<", "\\u003c")
     return (STATIC_DIR / "index.html").read_text().replace(CONFIG_PLACEHOLDER, config)
 
 
 @router.get("/", response_class=HTMLResponse)
-async def dashboard() -> HTMLResponse:
-    """The dashboard page."""
-    return HTMLResponse(render_index(), headers=SECURITY_HEADERS)
+async def dashboard(request: Request) -> HTMLResponse:
+    """The dashboard page: with the start form if the app has the demo start routes."""
+    demo_workflows: bool = request.app.state.demo_workflows
+    return HTMLResponse(render_index(demo_workflows), headers=SECURITY_HEADERS)
 
 
 class RevalidatedStaticFiles(StaticFiles):
@@ -102,7 +106,7 @@ class RevalidatedStaticFiles(StaticFiles):
 
 
 def install(app: FastAPI) -> None:
-    """Serve the dashboard at `/` and its files under `/static`."""
-    render_index()
+    """Serve the dashboard at `/` and its files under `/static` (app.state.demo_workflows set)."""
+    render_index(app.state.demo_workflows)
     app.include_router(router)
     app.mount("/static", RevalidatedStaticFiles(directory=STATIC_DIR), name="static")

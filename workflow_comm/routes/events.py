@@ -25,9 +25,11 @@ from workflow_comm.workflows import workflow_with_events
 
 # Authorization, logging and the common error answers come where the router is included (app.py).
 router = APIRouter(tags=["events"])
+# The demo start route: included only with COMM_DEMO_WORKFLOWS (app.py), never when mounted.
+start_router = APIRouter(tags=["events"])
 
 
-@router.post(
+@start_router.post(
     "/start-workflow-events/{workflow_id}/{n_steps}",
     responses=error_responses({403: READ_ONLY_KEY, 409: ID_TAKEN}),
 )

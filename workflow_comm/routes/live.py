@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
-from workflow_comm import names
+from workflow_comm import names, service
 from workflow_comm.auth import stored_id, tenant_prefix
 from workflow_comm.errors import within_db_timeout
 from workflow_comm.live.feed import Interest, Subscriber
@@ -35,7 +35,7 @@ from workflow_comm.live.listing import ListWatcher
 from workflow_comm.metrics import LIVE_PUSHED
 from workflow_comm.models import WorkflowStatusName
 from workflow_comm.names import WorkflowKind
-from workflow_comm.params import StreamKey, StreamOffset, WorkflowId
+from workflow_comm.params import AppName, StreamKey, StreamOffset, WorkflowId
 from workflow_comm.service import require_status
 
 # Authorization (authorize_live: ?api_key= too), logging and the error answers come where the
@@ -314,10 +314,10 @@ list_router = APIRouter(tags=["live"])
 
 @list_router.get("/workflows/live", response_class=EventStream, responses=SSE_OK)
 async def live_workflows(
-    hub: Hub, watcher: Annotated[ListWatcher, Depends(list_subscription)]
+    hub: Hub, watcher: Annotated[ListWatcher, Depends(list_subscription)], app: AppName = None
 ) -> EventStream:
     """Every workflow started and every status change from now on, with the filters of
-    `GET /workflows` (`status`, `kind`), until the server stops.
+    `GET /workflows` (`status`, `kind`, `app`), until the server stops.
 
     Each is an unnamed event whose data is the workflow as `GET /workflows/{id}` shows it.
     A client that falls too far behind gets `event: overflow` and the response ends.
@@ -329,7 +329,9 @@ async def live_workflows(
                 yield PING
             elif isinstance(item, StatusChange):
                 shown = watcher.shown_id(item.workflow.workflow_id)
-                if shown is not None:
+                owner = item.workflow.application_name
+                # Only the served applications' workflows (service.ServedApps), or `app`'s.
+                if shown is not None and service.served.serves(owner) and app in (None, owner):
                     PUSHED_STATUS.inc()
                     yield encode(item, shown).sse
             elif isinstance(item, (Overflow, Shutdown)):

@@ -19,14 +19,16 @@ from workflow_comm.params import (
     Topic,
     WorkflowId,
 )
-from workflow_comm.service import start_once, unknown_workflow
+from workflow_comm.service import require_served, start_once, unknown_workflow
 from workflow_comm.workflows import workflow_with_messaging
 
 # Authorization, logging and the common error answers come where the router is included (app.py).
 router = APIRouter(tags=["messaging"], responses=error_responses({403: READ_ONLY_KEY}))
+# The demo start route: included only with COMM_DEMO_WORKFLOWS (app.py), never when mounted.
+start_router = APIRouter(tags=["messaging"], responses=error_responses({403: READ_ONLY_KEY}))
 
 
-@router.post(
+@start_router.post(
     "/start-workflow-messaging/{workflow_id}/{n_steps}",
     responses=error_responses({409: ID_TAKEN}),
 )
@@ -74,8 +76,10 @@ async def send_message(
     idempotency_key: IdempotencyKey = None,
 ) -> MessageSent:
     """Send a JSON object to the workflow. It waits in the workflow's mailbox until received."""
-    # No status read first: DBOS refuses a message to a workflow that does not exist (the
-    # database's foreign key), and that is the same 404.
+    # DBOS refuses a message to a workflow that does not exist (the database's foreign key),
+    # and that is the same 404. Whether it is served is read only when not every application
+    # is, and once per workflow (service.require_served).
+    await require_served(workflow_id)
     try:
         await within_db_timeout(
             DBOS.send_async(stored_id(workflow_id), payload, topic, idempotency_key=idempotency_key)

@@ -18,9 +18,11 @@ from workflow_comm.workflows import stream_entry_count, workflow_with_streaming
 
 # Authorization, logging and the common error answers come where the router is included (app.py).
 router = APIRouter(tags=["streaming"])
+# The demo start route: included only with COMM_DEMO_WORKFLOWS (app.py), never when mounted.
+start_router = APIRouter(tags=["streaming"])
 
 
-@router.post(
+@start_router.post(
     "/start-workflow-streaming/{workflow_id}/{n_steps}",
     responses=error_responses({403: READ_ONLY_KEY, 409: ID_TAKEN}),
 )
