@@ -1,4 +1,6 @@
-// The dashboard: start a workflow, follow it live, pick others from the recent list.
+// The dashboard: start a workflow, follow it live, pick others from the recent list. Without
+// the demo workflows (COMM_DEMO_WORKFLOWS=false, or routes mounted in an app of its own) there
+// is no start form: any served workflow is followed by its ID or from the list.
 
 import { apiKey, listenToAnswers, request, segment, setApiKey } from "./api.js";
 import { config } from "./config.js";
@@ -136,12 +138,32 @@ function setUpKey(retry) {
   });
 }
 
+// Without the demo workflows: a form that follows a workflow by its ID, instead of starting one.
+function setUpFollowForm(followed, recent) {
+  $("start").hidden = true;
+  $("intro").textContent =
+    "Follow a DBOS workflow live: its status, every event it sets, any of its streams, and " +
+    "messages to it. Choose one from the list, or enter its ID.";
+  $("followed-empty").textContent = "Choose a workflow from the list, or enter its ID, to follow it here.";
+  $("follow-form").hidden = false;
+  $("follow-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = $("follow-id").value.trim();
+    if (id) followWorkflow(id, followed, recent);
+  });
+}
+
 function main() {
-  describeBounds();
-  suggestId();
   let recent = null;
   const followed = new FollowedWorkflow({ onStatus: (workflow) => recent?.update(workflow) });
   recent = new RecentList({ onChoose: (id) => followWorkflow(id, followed, recent) });
+  if (!config.demoWorkflows) {
+    setUpFollowForm(followed, recent);
+    startFollowing(followed, recent);
+    return;
+  }
+  describeBounds();
+  suggestId();
 
   form.addEventListener("submit", (event) => start(event, followed, recent));
   $("suggest-id").addEventListener("click", suggestId);
@@ -151,6 +173,11 @@ function main() {
   };
   for (const radio of form.elements.kind) radio.addEventListener("change", syncKind);
   syncKind(); // the browser may have restored another kind on reload
+  startFollowing(followed, recent);
+}
+
+// The recent list, the API key field, and the workflow linked in the address (#id), if any.
+function startFollowing(followed, recent) {
   const linked = decodeURIComponent(window.location.hash.slice(1));
   setUpKey(() => {
     recent.refresh();

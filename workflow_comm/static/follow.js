@@ -2,7 +2,9 @@
 //
 // A browser opens at most 6 connections to one server over HTTP/1.1, so one workflow is
 // followed at a time, with two feeds: its status, plus its events (progress bar) or, for a
-// streaming workflow, its stream (the log).
+// streaming workflow, its stream (the log). A workflow the demo did not define (any served
+// workflow: `kind` is null) gets three: status, every event, and one of its streams, chosen
+// from those it has written (GET /workflows/{id}/stream-keys).
 
 import { liveUrl, request, segment } from "./api.js";
 import { config } from "./config.js";
@@ -10,6 +12,8 @@ import { clock, element, statusClass, TERMINAL } from "./format.js";
 import { LiveFeed, StreamCursor } from "./live.js";
 
 const SUMMARY_RESULTS_SHOWN = 8;
+// The stream keys are looked up again on events and status changes, at most this often.
+const STREAM_KEYS_EVERY_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -40,6 +44,10 @@ export class FollowedWorkflow {
     this.cursor = new StreamCursor();
     this.totalSteps = null;
     this.busy = false;
+    this.stream = null; // the feed of the stream shown in the log
+    this.streamKey = null;
+    this.keysAt = 0;
+    this.keysTimer = null;
     $("default-topic").textContent = config.topic;
     $("message-topic").value = config.topic;
     $("message-body").value = JSON.stringify({ approved: true, message: "Looks good" });
@@ -49,6 +57,12 @@ export class FollowedWorkflow {
       event.preventDefault();
       this.sendCustom();
     });
+    $("stream-key").addEventListener("change", () => this.followStream($("stream-key").value));
+  }
+
+  /** Not one of the demo's workflows: shown generically. */
+  get generic() {
+    return this.workflow !== null && this.workflow.kind === null;
   }
 
   get id() {
@@ -73,23 +87,74 @@ export class FollowedWorkflow {
     const showWorkflow = (wf) => this.showWorkflow(wf); // every change, and the final one
     this.feeds = [this.feed(`${base}/live`, showWorkflow, showWorkflow)];
     if (workflow.kind === "streaming") {
-      const key = encodeURIComponent(config.streamKey);
-      const url = () =>
-        `/workflow-stream/${segment(id)}/live?key=${key}&offset=${this.cursor.next}`;
-      this.feeds.push(
-        this.feed(
-          url,
-          (value, offset) => this.showEntry(value, Number(offset)),
-          (end) => this.streamClosed(end),
-        ),
-      );
+      this.stream = this.streamFeed(id, config.streamKey);
+      this.feeds.push(this.stream);
     } else {
       this.feeds.push(
         this.feed(`/workflow-events/${segment(id)}/live`, (change) => this.showEvent(change)),
       );
     }
     for (const feed of this.feeds) feed.start();
+    if (this.generic) this.findStreams();
     return true;
+  }
+
+  streamFeed(id, key) {
+    const url = () =>
+      `/workflow-stream/${segment(id)}/live?key=${encodeURIComponent(key)}&offset=${this.cursor.next}`;
+    return this.feed(
+      url,
+      (value, offset) => this.showEntry(value, Number(offset)),
+      (end) => this.streamClosed(end),
+    );
+  }
+
+  /** Look up the streams the workflow has written, soon (at most every STREAM_KEYS_EVERY_MS);
+   * the first one found is followed. */
+  findStreams() {
+    if (this.keysTimer !== null) return;
+    const wait = Math.max(0, this.keysAt + STREAM_KEYS_EVERY_MS - Date.now());
+    this.keysTimer = setTimeout(() => this.loadStreamKeys(), wait);
+  }
+
+  async loadStreamKeys() {
+    const id = this.id;
+    this.keysAt = Date.now();
+    let keys;
+    try {
+      ({ data: keys } = await request("GET", `/workflows/${segment(id)}/stream-keys`));
+    } catch {
+      keys = null; // shown again at the next change
+    } finally {
+      this.keysTimer = null;
+    }
+    if (id !== this.id || keys === null) return;
+    const select = $("stream-key");
+    const known = new Set(Array.from(select.options, (option) => option.value));
+    for (const { key } of keys) {
+      if (!known.has(key)) select.append(element("option", { value: key, textContent: key }));
+    }
+    $("stream-choice").hidden = select.options.length === 0;
+    if (this.streamKey === null && keys.length) this.followStream(keys[0].key);
+  }
+
+  /** Show stream `key` in the log, from its start. */
+  followStream(key) {
+    if (key === this.streamKey) return;
+    if (this.stream) {
+      this.stream.stop();
+      this.feeds = this.feeds.filter((feed) => feed !== this.stream);
+    }
+    this.streamKey = key;
+    $("stream-key").value = key;
+    this.cursor = new StreamCursor();
+    $("stream-log").replaceChildren();
+    $("stream-text").textContent = "";
+    $("stream-text").hidden = true;
+    $("stream-summary").textContent = "No entries yet.";
+    this.stream = this.streamFeed(this.id, key);
+    this.feeds.push(this.stream);
+    this.stream.start();
   }
 
   feed(url, onValue, onClosed) {
@@ -109,6 +174,9 @@ export class FollowedWorkflow {
   stop() {
     for (const feed of this.feeds) feed.stop();
     this.feeds = [];
+    this.stream = null;
+    clearTimeout(this.keysTimer);
+    this.keysTimer = null;
   }
 
   reset(workflow) {
@@ -117,6 +185,7 @@ export class FollowedWorkflow {
     this.eventVersions = {};
     this.cursor = new StreamCursor();
     this.totalSteps = null;
+    this.streamKey = null;
     $("followed-empty").hidden = true;
     $("followed-body").hidden = false;
     $("f-id").textContent = workflow.workflow_id;
@@ -128,8 +197,17 @@ export class FollowedWorkflow {
     $("message-note").textContent = "";
     $("stream-log").replaceChildren();
     $("stream-summary").textContent = "No entries yet.";
-    $("messaging-panel").hidden = workflow.kind !== "messaging";
-    $("stream-panel").hidden = workflow.kind !== "streaming";
+    $("stream-key").replaceChildren();
+    $("stream-choice").hidden = true;
+    $("stream-text").textContent = "";
+    $("stream-text").hidden = true;
+    $("events-list").replaceChildren();
+    $("events-empty").hidden = false;
+    const generic = workflow.kind === null;
+    $("messaging-panel").hidden = workflow.kind !== "messaging" && !generic;
+    $("approval-buttons").hidden = generic;
+    $("stream-panel").hidden = workflow.kind !== "streaming" && !generic;
+    $("events-panel").hidden = !generic;
     this.setProgress(0);
     this.showWorkflow(workflow);
   }
@@ -156,6 +234,7 @@ export class FollowedWorkflow {
       }
     }
     this.showMessaging();
+    if (this.generic) this.findStreams();
     this.onStatus(this.workflow);
   }
 
@@ -164,6 +243,10 @@ export class FollowedWorkflow {
     if (version <= (this.eventVersions[key] ?? -1)) return;
     this.eventVersions[key] = version;
     const { events } = config;
+    if (this.generic) {
+      this.showEventValue(key, value);
+      this.findStreams();
+    }
     if (key === events.progress) this.setProgress(value);
     else if (key === events.status) {
       this.stepStatus = value;
@@ -173,11 +256,29 @@ export class FollowedWorkflow {
     else if (key === events.result) $("f-result").textContent = JSON.stringify(value, null, 2);
   }
 
+  /** A generic workflow's event, in the events list (one row per key, updated in place). */
+  showEventValue(key, value) {
+    const list = $("events-list");
+    let row = Array.from(list.children).find((div) => div.dataset.key === key);
+    if (!row) {
+      row = element("div", {}, element("dt", { className: "mono", textContent: key }));
+      row.dataset.key = key;
+      row.append(element("dd", { className: "mono" }));
+      list.append(row);
+    }
+    row.querySelector("dd").textContent = JSON.stringify(value);
+    $("events-empty").hidden = true;
+  }
+
   showEntry(entry, offset) {
     const verdict = this.cursor.judge(offset);
     if (verdict === "repeat") return;
     if (verdict === "gap") {
-      this.feeds[1].reconnect();
+      this.stream?.reconnect();
+      return;
+    }
+    if (this.generic) {
+      this.showValue(entry, offset);
       return;
     }
     const item = element(
@@ -209,6 +310,28 @@ export class FollowedWorkflow {
     $("stream-summary").textContent = `${this.cursor.next}${of} entries received.`;
   }
 
+  /** A generic workflow's stream value: its text, or its JSON. Text values (such as an LLM's
+   * tokens) are also shown joined up, as the text they make. */
+  showValue(value, offset) {
+    const text = typeof value === "string";
+    const item = element(
+      "li",
+      {},
+      element("span", { className: "offset", textContent: `#${offset}` }),
+      element("span", { className: "entry-text", textContent: text ? value : JSON.stringify(value) }),
+    );
+    Object.assign(item.dataset, { offset: String(offset), type: text ? "text" : typeof value });
+    const log = $("stream-log");
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 8;
+    log.append(item);
+    if (atBottom) log.scrollTop = log.scrollHeight;
+    if (text) {
+      $("stream-text").textContent += value;
+      $("stream-text").hidden = false;
+    }
+    $("stream-summary").textContent = `${this.cursor.next} entries received.`;
+  }
+
   streamClosed() {
     $("stream-summary").textContent = `Stream closed after ${this.cursor.next} entries.`;
   }
@@ -221,6 +344,13 @@ export class FollowedWorkflow {
 
   showMessaging() {
     const finished = TERMINAL.has(this.workflow?.status);
+    if (this.generic) {
+      $("send-message").disabled = finished || this.busy;
+      $("messaging-state").textContent = finished
+        ? "The workflow has finished; it takes no more messages."
+        : "Send the workflow a message on the topic it waits on.";
+      return;
+    }
     const waiting = !finished && this.stepStatus === config.statuses.waiting;
     $("approve").disabled = !waiting || this.busy;
     $("reject").disabled = !waiting || this.busy;
