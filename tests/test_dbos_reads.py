@@ -9,12 +9,15 @@ Every direct read is then compared with what DBOS's own call answers on the same
 """
 
 import asyncio
+import contextlib
+import sqlite3
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 from dbos import DBOS, SetWorkflowID, WorkflowSerializationFormat, WorkflowStatus
 
@@ -55,6 +58,14 @@ async def reads_fails(message: str) -> None:
     raise ValueError(message)
 
 
+@DBOS.workflow()
+async def reads_writes(workflow_number: int) -> None:
+    await DBOS.set_event_async("number", workflow_number)
+    await DBOS.write_stream_async(OTHER_STREAM, "first")
+    await DBOS.write_stream_async(OTHER_STREAM, "second")
+    await DBOS.set_event_async("number", workflow_number + 1)
+
+
 @DBOS.workflow(serialization_type=WorkflowSerializationFormat.NATIVE)
 async def reads_pickled() -> dict[str, Any]:
     """Everything stored pickled (DBOS's native format): the direct reads must not decode it."""
@@ -89,6 +100,7 @@ class World:
     backend: str
     loop: Loop
     reads: DirectReads
+    url: str  # the system database
     ids: dict[str, str] = field(default_factory=dict)  # role -> stored workflow ID
     streams: dict[str, str] = field(default_factory=dict)  # role -> stream key
 
@@ -205,7 +217,7 @@ def world(
         )
 
     reads = loop.run(launch())
-    world = World(request.param, loop, reads)
+    world = World(request.param, loop, reads, url)
     try:
         loop.run(_make_workflows(world), timeout=4 * WAIT)
         yield world
@@ -547,3 +559,55 @@ def test_service_stream_pages_from_kept_streams(world: World) -> None:
         "pickled": False,  # never read here
         "waiting": False,
     }
+
+
+def _stored_writes(world: World, workflow_id: str) -> tuple[int, int]:
+    """(set_events, stream values) stored for the workflow, read on a connection of its own."""
+    sqlite = world.backend == "sqlite"
+    history = "workflow_events_history" if sqlite else "dbos.workflow_events_history"
+    streams = "streams" if sqlite else "dbos.streams"
+    queries = [
+        f"SELECT COUNT(*) FROM {history} WHERE workflow_uuid = '{workflow_id}'",
+        f"SELECT COUNT(*) FROM {streams} WHERE workflow_uuid = '{workflow_id}'",
+    ]
+    if sqlite:
+        with contextlib.closing(sqlite3.connect(world.url.removeprefix("sqlite:///"))) as conn:
+            counts = [conn.execute(query).fetchone()[0] for query in queries]
+    else:
+        with psycopg.connect(world.url.replace("+psycopg", "")) as pg:
+            counts = [pg.execute(query).fetchone()[0] for query in queries]  # type: ignore[index]
+    return counts[0], counts[1]
+
+
+def test_local_writes_are_reported_after_commit(world: World) -> None:
+    """on_local_writes: each set_event and stream write of this process's DBOS is reported
+    with its channel and workflow, once it is stored (a reader elsewhere sees it); after
+    stop(), nothing more."""
+    seen: list[tuple[str, str, tuple[int, int]]] = []
+
+    def written(channel: str, workflow_id: str) -> None:
+        if workflow_id.startswith("reads-local-"):
+            seen.append((channel, workflow_id, _stored_writes(world, workflow_id)))
+
+    reported, unreported = unique_id("reads-local-on"), unique_id("reads-local-off")
+
+    async def run(workflow_id: str, number: int) -> None:
+        await _start(workflow_id, reads_writes, number)
+        await _until(lambda: _status_is(workflow_id, "SUCCESS"), f"{workflow_id} to end")
+
+    async def on_then_off() -> None:
+        stop = dbos_internals.on_local_writes(written)
+        try:
+            await run(reported, 1)
+        finally:
+            stop()
+        await run(unreported, 5)
+
+    world.run(on_then_off())
+    events, streams = dbos_internals.LIVE_EVENTS_CHANNEL, dbos_internals.LIVE_STREAMS_CHANNEL
+    assert seen == [
+        (events, reported, (1, 0)),
+        (streams, reported, (1, 1)),
+        (streams, reported, (1, 2)),
+        (events, reported, (2, 2)),
+    ]

@@ -16,7 +16,8 @@ history and the wakeups); nothing else in the package reaches into DBOS.
   the communication routes start in an app that launched DBOS itself).
 - Private calls: `DBOS._recover_pending_workflows` (takeover), the system database's waiter
   registries (re-checked after an outage), `is_serialized_stream_closed_sentinel` (the live
-  hub's stream length, for `?tail=`).
+  hub's stream length, for `?tail=`), the system database's `_signal_notification` (wrapped:
+  the live hub hears of this process's own writes as they commit).
 - Behaviour: which connection errors DBOS treats as a lost connection (and so waits out).
 """
 
@@ -104,6 +105,32 @@ def recheck_waiters() -> None:
         sys_db.recv_check(workflow_id, topic, cast(Any, signal))  # sets each waiter's event
     for _, (workflow_id, key, _), signal in sys_db.workflow_events_map.snapshot():
         sys_db.get_event_check(workflow_id, key, cast(Any, signal))
+
+
+def on_local_writes(written: Callable[[str, str], None]) -> Callable[[], None]:
+    """Call `written(channel, workflow_id)` after each set_event and stream write that this
+    process's DBOS commits; returns the function that stops it.
+
+    DBOS calls its system database's `_signal_notification(channel, payload)` right after such
+    a commit, on both backends (on Postgres it queues the NOTIFY that a background thread sends
+    about 10 ms later; on SQLite it does nothing). Wrapping it tells the live hub at once,
+    ahead of the NOTIFY or the SQLite poll, which stay for writes made by other processes.
+    `written` runs on DBOS's writing thread: it must only hand the news on, never block.
+    """
+    sys_db = _get_dbos_instance()._sys_db
+    signal = sys_db._signal_notification
+
+    def signal_and_tell(channel: str, payload: str) -> None:
+        signal(channel, payload)
+        written(channel, notified_workflow(payload))
+
+    sys_db._signal_notification = signal_and_tell  # type: ignore[method-assign]
+
+    def stop() -> None:
+        if sys_db._signal_notification is signal_and_tell:
+            sys_db._signal_notification = signal  # type: ignore[method-assign]
+
+    return stop
 
 
 # -- behaviour ----------------------------------------------------------------------------------

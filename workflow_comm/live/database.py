@@ -1,7 +1,9 @@
 """The live hub's database reads, each batched over every watched workflow, and Postgres wakeups.
 
 Every read here is one statement for any number of workflows (the SQL is in dbos_internals.py),
-run in a worker thread so the event loop never waits on the database. DBOS keeps every
+run on a few threads of the hub's own (never DBOS's or the default executor, which many
+workflows and requests share), so the event loop never waits on the database and a busy
+server never holds the hub's reads back. DBOS keeps every
 set_event in `workflow_events_history` (its public API shows only the latest value); reading it
 lets a watcher see each change, not just where a key ended up.
 """
@@ -9,6 +11,7 @@ lets a watcher see each change, not just where a key ended up.
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,8 @@ from workflow_comm.dbos_internals import (
 from workflow_comm.settings import Settings
 
 logger = logging.getLogger("workflow_comm")
+# The hub runs at most a few reads at once (statuses, events, stream pages): its own threads.
+READ_THREADS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +59,18 @@ class LiveDatabase:
         self._changed = live_changed_workflows_query(sqlite)
         # No pre-ping (it would double the transactions of every poll): a connection lost
         # with a database restart fails one read, is dropped, and the next read reconnects.
-        self._engine = sa.create_engine(settings.sqlalchemy_url, pool_size=2, max_overflow=6)
+        self._engine = sa.create_engine(
+            settings.sqlalchemy_url, pool_size=READ_THREADS, max_overflow=0
+        )
+        self._threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="live-read")
 
     def _rows(self, query: sa.TextClause, params: dict[str, Any]) -> list[Any]:
         with self._engine.connect() as conn:
             return list(conn.execute(query, params))
 
     async def _read(self, query: sa.TextClause, params: dict[str, Any]) -> list[Any]:
-        return await asyncio.to_thread(self._rows, query, params)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._rows, query, params)
 
     async def statuses(self, workflow_ids: list[str]) -> dict[str, str]:
         """The status of each workflow that exists, in one statement."""
@@ -101,6 +110,7 @@ class LiveDatabase:
         return [(workflow_id, int(updated)) for workflow_id, updated in rows]
 
     def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self._engine.dispose()
 
 

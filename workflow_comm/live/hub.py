@@ -11,6 +11,9 @@ Whatever the number of clients and workflows, the database sees:
 - for `GET /workflows/live` watchers, one query per interval for the rows changed since;
 - on Postgres, every NOTIFY_FALLBACK_SEC, the events and stream heads of every watched
   workflow in one query each, in case a notification was lost.
+A set_event or stream write made by this process's own workflows wakes its feed as soon as it
+commits (on both backends), ahead of the notification or the SQLite poll, which remain for the
+writes of other processes.
 Nothing else is read while nothing changes. Subscribers (SSE, WebSocket) and
 waiting `GET /workflow-events/{id}/{key}` requests are all served from the feeds' shared state.
 """
@@ -19,12 +22,16 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dbos import DBOS, WorkflowStatus
 
-from workflow_comm.dbos_internals import LIVE_EVENTS_CHANNEL, LIVE_STREAMS_CHANNEL
+from workflow_comm.dbos_internals import (
+    LIVE_EVENTS_CHANNEL,
+    LIVE_STREAMS_CHANNEL,
+    on_local_writes,
+)
 from workflow_comm.live.database import LiveDatabase, PostgresWakeups
 from workflow_comm.live.feed import FeedConfig, Interest, KeyOutcome, Subscriber, WorkflowFeed
 from workflow_comm.live.items import Shutdown
@@ -66,6 +73,7 @@ class LiveHub:
         self._events_due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._failing: set[str] = set()
+        self._stop_local_writes: Callable[[], None] | None = None
         # GET /workflows/live: new workflows and status changes, polled with the statuses.
         self.listing = WorkflowListing(self.db, settings.live_buffer)
 
@@ -77,9 +85,12 @@ class LiveHub:
             self._tasks.append(self._spawn(self._poll_data(self._data_poll)))
         if self._wakeups:
             self._wakeups.start()
+        self._stop_local_writes = on_local_writes(self._written_here)
 
     async def stop(self) -> None:
         self.shutdown()
+        if self._stop_local_writes is not None:
+            self._stop_local_writes()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -187,6 +198,15 @@ class LiveHub:
                 self._want_events(feed)
         elif channel == LIVE_STREAMS_CHANNEL:
             feed.wake_streams()
+
+    def _written_here(self, channel: str, workflow_id: str) -> None:
+        """On DBOS's writing thread, just after its commit: wake the feed on the loop."""
+        if workflow_id not in self._feeds or self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._notified, channel, workflow_id)
+        except RuntimeError:  # the loop has closed: the server is stopping
+            pass
 
     def wake_all(self) -> None:
         """Read everything watched once more: notifications may have been missed."""
