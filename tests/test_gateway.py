@@ -70,10 +70,22 @@ class OtherApp:
 IDS = {name: unique_id(f"other-{name}") for name in ("read", "send", "ws", "cancel", "left")}
 
 
+# The gateway's application version, and its dead peer's (test_never_run_recovered_or_taken_over):
+# other servers on the database (another version) neither scan for that peer nor take it over,
+# so the peer's workflow is taken over by the gateway's scans, which is what shows they ran.
+GATEWAY_VERSION = unique_id("gateway-version")
+
+
 @pytest.fixture(scope="module")
 def gateway(own_server: OwnServer) -> ServerProcess:
     """Our server, serving OTHER_APP too; quick takeover scans (test_never_taken_over)."""
-    return own_server(env={"COMM_SERVE_APPS": OTHER_APP, "COMM_TAKEOVER_INTERVAL_SEC": "0.2"})
+    return own_server(
+        env={
+            "COMM_SERVE_APPS": OTHER_APP,
+            "COMM_TAKEOVER_INTERVAL_SEC": "0.2",
+            "COMM_APPLICATION_VERSION": GATEWAY_VERSION,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +281,7 @@ def test_never_run_recovered_or_taken_over(
     other_app.kill()
     # A dead executor of our own application, for the scans to find: once our server has
     # taken its workflow over, the scans have run.
-    peer = own_server()
+    peer = own_server(env={"COMM_APPLICATION_VERSION": GATEWAY_VERSION})
     dead = unique_id("peer-wf")
     with peer.client() as client:
         started = client.post(f"/start-workflow-messaging/{dead}/1", params={"step_seconds": 0})
