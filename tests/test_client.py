@@ -46,6 +46,7 @@ from workflow_comm.names import (
     STATUS_COMPLETED,
     STATUS_REJECTED,
     STATUS_TIMED_OUT,
+    STREAM_PROGRESS,
 )
 from workflow_comm.workflows import stream_entry_count
 
@@ -287,6 +288,36 @@ def test_list_workflows_filters_by_kind(wc: TypedWorkflowClient) -> None:
     assert {w.kind for w in listed.data} == {"streaming"}, listed
     assert wf in [w.workflow_id for w in listed.data], listed
     assert listed.count == len(listed.data), listed
+
+
+def test_list_workflows_filters_by_application(wc: TypedWorkflowClient) -> None:
+    """list_workflows(app=...) lists that DBOS application's workflows; an application the
+    server does not serve answers an empty list."""
+    wf = unique_id("st")
+    wc.start_workflow_with_streaming(wf, 1, step_seconds=0)
+    app = wc.get_workflow(wf).application_name
+    assert app, "the status names the workflow's DBOS application"
+    listed = wc.list_workflows(app=app, limit=50)
+    assert wf in [w.workflow_id for w in listed.data], listed
+    assert {w.application_name for w in listed.data} == {app}, listed
+    assert wc.list_workflows(app=unique_id("not-served")).count == 0
+
+
+def test_list_event_and_stream_keys(wc: TypedWorkflowClient) -> None:
+    """list_event_keys and list_stream_keys name what a finished workflow wrote."""
+    wf = unique_id("st")
+    wc.start_workflow_with_streaming(wf, 2, step_seconds=0)
+    wc.wait_for_result(wf, timeout=WAIT)
+    event_keys = wc.list_event_keys(wf)
+    assert event_keys.workflow_id == wf and event_keys.count == len(event_keys.data)
+    assert sorted(wc.get_all_workflow_events(wf).events) == event_keys.data, event_keys
+    stream_keys = wc.list_stream_keys(wf)
+    assert [(s.key, s.closed) for s in stream_keys.data] == [(STREAM_PROGRESS, True)], stream_keys
+    assert stream_keys.data[0].length == wc.read_stream_all(wf).total_messages, stream_keys
+    with pytest.raises(NotFound):
+        wc.list_stream_keys(unique_id("missing"))
+    with pytest.raises(NotFound):
+        wc.list_event_keys(unique_id("missing"))
 
 
 def test_cancel_workflow_cancels(wc: TypedWorkflowClient) -> None:

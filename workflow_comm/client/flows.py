@@ -37,6 +37,7 @@ from workflow_comm.client.errors import (
     error_from_response,
 )
 from workflow_comm.models import (
+    EventKeysPublic,
     EventPublic,
     EventsPublic,
     EventsWorkflowStarted,
@@ -44,6 +45,7 @@ from workflow_comm.models import (
     MessageSent,
     MessagingWorkflowStarted,
     StreamingWorkflowStarted,
+    StreamKeysPublic,
     StreamPage,
     WorkflowAction,
     WorkflowPublic,
@@ -392,10 +394,21 @@ def get_workflow(workflow_id: str) -> Call[WorkflowPublic]:
 
 
 def list_workflows(
-    status: WorkflowStatusName | None, kind: WorkflowKind | None, limit: int | None
+    status: WorkflowStatusName | None,
+    kind: WorkflowKind | None,
+    limit: int | None,
+    app: str | None = None,
 ) -> Call[WorkflowsPublic]:
-    params = _optional(status=status, kind=kind, limit=limit)
+    params = _optional(status=status, kind=kind, limit=limit, app=app)
     return Call("GET", "/workflows", WorkflowsPublic, params)
+
+
+def list_event_keys(workflow_id: str) -> Call[EventKeysPublic]:
+    return Call("GET", f"/workflows/{_wf(workflow_id)}/event-keys", EventKeysPublic)
+
+
+def list_stream_keys(workflow_id: str) -> Call[StreamKeysPublic]:
+    return Call("GET", f"/workflows/{_wf(workflow_id)}/stream-keys", StreamKeysPublic)
 
 
 def action(workflow_id: str, verb: str) -> Call[WorkflowAction]:

@@ -56,6 +56,7 @@ from workflow_comm.client.flows import (
     StreamItem,
 )
 from workflow_comm.models import (
+    EventKeysPublic,
     EventPublic,
     EventsPublic,
     EventsWorkflowStarted,
@@ -63,6 +64,7 @@ from workflow_comm.models import (
     MessageSent,
     MessagingWorkflowStarted,
     StreamingWorkflowStarted,
+    StreamKeysPublic,
     StreamPage,
     WorkflowAction,
     WorkflowPublic,
@@ -461,9 +463,25 @@ class TypedWorkflowClient(_Base[httpx.Client]):
         status: WorkflowStatusName | None = None,
         kind: WorkflowKind | None = None,
         limit: int | None = None,
+        app: str | None = None,
     ) -> WorkflowsPublic:
-        """Recent workflows, newest first, optionally filtered by status and kind."""
-        return self._do(flows.list_workflows(status, kind, limit))
+        """Recent workflows, newest first, optionally filtered by status, kind and DBOS
+        application name (one the server serves: see COMM_SERVE_APPS)."""
+        return self._do(flows.list_workflows(status, kind, limit, app))
+
+    def list_event_keys(self, workflow_id: str) -> EventKeysPublic:
+        """The keys of every event the workflow has set so far, sorted (`.data`).
+
+        Raises NotFound for an unknown workflow.
+        """
+        return self._do(flows.list_event_keys(workflow_id))
+
+    def list_stream_keys(self, workflow_id: str) -> StreamKeysPublic:
+        """Every stream the workflow has written to so far (`.data`: key, length, closed).
+
+        Raises NotFound for an unknown workflow.
+        """
+        return self._do(flows.list_stream_keys(workflow_id))
 
     def cancel_workflow(self, workflow_id: str) -> WorkflowAction:
         """Cancel an unfinished workflow; raises Conflict if it already finished."""
@@ -674,6 +692,8 @@ class AsyncWorkflowClient(_Base[httpx.AsyncClient]):
     get_workflow = awaiting(TypedWorkflowClient.get_workflow)
     wait_for_result = awaiting(TypedWorkflowClient.wait_for_result)
     list_workflows = awaiting(TypedWorkflowClient.list_workflows)
+    list_event_keys = awaiting(TypedWorkflowClient.list_event_keys)
+    list_stream_keys = awaiting(TypedWorkflowClient.list_stream_keys)
     cancel_workflow = awaiting(TypedWorkflowClient.cancel_workflow)
     resume_workflow = awaiting(TypedWorkflowClient.resume_workflow)
     health = awaiting(TypedWorkflowClient.health)
