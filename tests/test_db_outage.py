@@ -25,6 +25,7 @@ import httpx
 import psycopg
 import pytest
 from httpx_sse import connect_sse
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.crash_campaign import (
     KINDS,
@@ -80,6 +81,7 @@ class OutageRecord:
     phases: dict[str, float] = field(default_factory=dict)  # seconds since the fixture began
     server: ServerProcess | None = None
     database_url: str = ""
+    metrics: str = ""  # the server's /metrics once the clients are done
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def during_outage(self) -> list[Call]:
@@ -242,7 +244,11 @@ def outage() -> Iterator[OutageRecord]:
         time.sleep(1.5)  # load before the outage
         record.down_at = time.monotonic()
         postgres.stop_postgres()
-        time.sleep(OUTAGE_SECONDS)
+        # /health once with the database surely away (the clients' own asks may all fall
+        # outside the outage while they wait on 503s), for the failed-probe count.
+        with httpx.Client(base_url=server.base_url, timeout=30.0) as http:
+            call(record, http, "health", "GET", "/health")
+        time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - record.down_at)))
         postgres.start_postgres()
         record.up_at = time.monotonic()
         with httpx.Client(base_url=server.base_url, timeout=30.0) as http:
@@ -260,6 +266,7 @@ def outage() -> Iterator[OutageRecord]:
             thread.join(timeout=120)
         assert not any(t.is_alive() for t in threads), "a client never finished"
         record.phases["clients done"] = time.monotonic() - began
+        record.metrics = httpx.get(f"{server.base_url}/metrics").text
         yield record
         server.stop()
     finally:
@@ -356,3 +363,17 @@ def test_live_stream_resumes_after_the_outage(outage: OutageRecord) -> None:
         f"live stream: next entry {resumed:.1f}s after Postgres was back, "
         f"{outage.live_reconnects} reconnects after {outage.live_cut_offs}; phases {outage.phases}"
     )
+
+
+def test_failed_health_probes_are_counted(outage: OutageRecord) -> None:
+    """Each /health answered 503 came from a database probe that failed, and each failed probe
+    counts once in comm_db_probe_failures_total (requests in flight together share a probe)."""
+    failures = sum(
+        sample.value
+        for family in text_string_to_metric_families(outage.metrics)
+        for sample in family.samples
+        if sample.name == "comm_db_probe_failures_total"
+    )
+    degraded = sum(c.op == "health" and c.status == 503 for c in outage.calls)
+    assert degraded > 0, "no /health answered 503 during the outage"
+    assert 1 <= failures <= degraded, f"{failures} failed probes counted, {degraded} health 503s"

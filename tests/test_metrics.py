@@ -30,6 +30,8 @@ METRIC_FAMILIES = (
     "comm_workflows_finished",
     "comm_messages_sent",
     "comm_live_pushed",
+    "comm_db_probe_duration_seconds",
+    "comm_db_probe_failures",
 )
 
 
@@ -234,6 +236,22 @@ def test_stream_entries_pushed_are_counted(http: httpx.Client) -> None:
     after = scrape(http)
     pushed = grew(before, after, "comm_live_pushed_total", transport="sse", type="stream")
     assert pushed == stream_entry_count(n_steps), f"pushed {pushed}; response:\n{text[-300:]}"
+
+
+def test_health_probes_are_timed(http: httpx.Client) -> None:
+    """Each GET /health (asked one after another) times one database probe: the histogram's
+    count grows by the number of requests and its sum by the latencies the answers report."""
+    before = scrape(http)
+    answers = [http.get("/health").json()["database"] for _ in range(3)]
+    after = scrape(http)
+    assert all(a["reachable"] for a in answers), answers
+    probes = grew(before, after, "comm_db_probe_duration_seconds_count")
+    seconds = grew(before, after, "comm_db_probe_duration_seconds_sum")
+    reported = sum(a["latency_ms"] for a in answers) / 1000
+    assert probes == 3, f"{probes} probes timed for 3 requests"
+    # The answers round to 0.01 ms.
+    assert abs(seconds - reported) < 3 * 0.005e-3, f"timed {seconds:.6f}s, reported {reported}s"
+    assert grew(before, after, "comm_db_probe_failures_total") == 0
 
 
 # --- JSON logs -----------------------------------------------------------------------------

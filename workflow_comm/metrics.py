@@ -27,6 +27,10 @@ What is counted, and when:
 - comm_messages_sent_total{transport}: messages accepted for a workflow (http or websocket).
 - comm_live_pushed_total{transport,type}: stream entries (type="stream"), event changes and
   status changes handed to live clients (sse or websocket).
+- comm_db_probe_duration_seconds, comm_db_probe_failures_total: GET /health's database probe
+  (`SELECT 1` on a connection of its own), timed when it answered, counted when it did not
+  within its 2 s. Once per probe, not per request: requests that arrive while a probe is under
+  way share it. Probes run only when /health is asked (a load balancer, not the scrape).
 Counters are per process and start at zero: sum them over instances with rate().
 
 Access: with no API keys configured /metrics is open, like everything else. With keys it
@@ -81,6 +85,16 @@ LIVE_PUSHED = Counter(
     "comm_live_pushed_total",
     "Stream entries, event changes and status changes sent to live clients.",
     ["transport", "type"],
+)
+
+DB_PROBE_DURATION = Histogram(
+    "comm_db_probe_duration_seconds",
+    "Round-trip time of GET /health's database probe (SELECT 1), when the database answered.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+)
+DB_PROBE_FAILURES = Counter(
+    "comm_db_probe_failures_total",
+    "GET /health's database probes that got no answer in time (an error or the 2 s timeout).",
 )
 
 Workflow = TypeVar("Workflow", bound=Callable[..., Coroutine[Any, Any, Any]])

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workflow_comm import __version__
 from workflow_comm.dbos_internals import DirectReads, open_direct_reads
+from workflow_comm.metrics import DB_PROBE_DURATION, DB_PROBE_FAILURES
 from workflow_comm.models import HealthPublic
 from workflow_comm.settings import Settings
 
@@ -41,8 +42,11 @@ class DatabaseProbe:
             async with asyncio.timeout(self._timeout):
                 await self._reads.ping()
         except (TimeoutError, psycopg.Error, sqlite3.Error):
+            DB_PROBE_FAILURES.inc()
             return None
-        return (time.perf_counter() - start) * 1000
+        seconds = time.perf_counter() - start
+        DB_PROBE_DURATION.observe(seconds)
+        return seconds * 1000
 
     async def latency_ms(self) -> float | None:
         """Round-trip time of `SELECT 1`, or None if the database did not answer in time."""
