@@ -47,12 +47,11 @@ PUSHED_STATUS = LIVE_PUSHED.labels("websocket", "status")
 
 # Close codes: 1000 done, 1001 server going away, 1008 fell behind, 1009 frame over the hard
 # cap, 1013 full, 4404 unknown (or beyond the client's token), 4401 no valid API key (keys are
-# configured; see auth.py) or an expired or forged token, 4403 refused to this key or token,
-# 4422 a path or query parameter out of bounds (the WebSocket's 422).
+# configured; see auth.py) or an expired or forged token, 4422 a path or query parameter out
+# of bounds (the WebSocket's 422).
 CLOSE_UNKNOWN_WORKFLOW = 4404
 CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_BY_STATUS = {401: CLOSE_UNAUTHORIZED, 403: CLOSE_FORBIDDEN, 404: CLOSE_UNKNOWN_WORKFLOW}
+CLOSE_BY_STATUS = {401: CLOSE_UNAUTHORIZED, 404: CLOSE_UNKNOWN_WORKFLOW}
 CLOSE_INVALID_PARAMETER = 4422
 CLOSE_FRAME_TOO_BIG = 1009
 
