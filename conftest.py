@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import OwnServer, ServerProcess, ThrowawayPostgres
+from tests.support import TOKEN_SECRET, OwnServer, ServerProcess, ThrowawayPostgres
 
 BACKENDS = ("postgres", "sqlite")
 
@@ -60,16 +60,21 @@ def postgres_url(postgres: ThrowawayPostgres | None) -> str:
     return postgres.url if postgres else os.environ["DBOS_SYSTEM_DATABASE_URL"]
 
 
+# The shared servers run with default settings but for a token secret (tokens are off
+# without one), so POST /tokens works for the documents' example and the fuzzer.
+SHARED_SERVER_ENV = {"COMM_TOKEN_SECRET": TOKEN_SECRET}
+
+
 @pytest.fixture(scope="session")
 def postgres_server(postgres_url: str) -> Iterator[ServerProcess]:
-    with ServerProcess(postgres_url) as server:
+    with ServerProcess(postgres_url, env=SHARED_SERVER_ENV) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def sqlite_server() -> Iterator[ServerProcess]:
     """The zero-setup default: no database URL, an SQLite file in the server's folder."""
-    with ServerProcess(None) as server:
+    with ServerProcess(None, env=SHARED_SERVER_ENV) as server:
         yield server
 
 

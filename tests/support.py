@@ -18,6 +18,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+# COMM_TOKEN_SECRET of the shared test servers (conftest.py): the documents' token example and
+# the fuzzer reach a working POST /tokens. Fixed, so a module can sign with it on purpose.
+TOKEN_SECRET = "test-token-secret-of-the-shared-servers-0123456789"
 
 
 def unique_id(prefix: str = "wf") -> str:

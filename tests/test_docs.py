@@ -593,7 +593,7 @@ def test_setting_is_documented(name: str) -> None:
     for env in env_names(name):
         assert env in ticked(row[1]), f"{name}: {env} missing from {row[1]!r}"
     default = Settings.model_fields[name].default
-    if default in ("", ()):
+    if default in ("", (), None):
         assert "empty" in row[2], f"{name}: default is empty, README says {row[2]!r}"
         return
     shown = ticked(row[2])

@@ -10,7 +10,7 @@ from fastapi.exceptions import WebSocketRequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
 from workflow_comm import __version__
-from workflow_comm.auth import KeyRing, authorize, authorize_live
+from workflow_comm.auth import KeyRing, authorize, authorize_live, authorize_send
 from workflow_comm.errors import (
     NO_DATABASE,
     OUT_OF_BOUNDS,
@@ -31,10 +31,12 @@ from workflow_comm.routes import (
     messaging,
     metrics,
     streaming,
+    tokens,
     websocket,
 )
 from workflow_comm.runtime import communication_lifespan, lifespan
 from workflow_comm.settings import Settings
+from workflow_comm.tokens import TokenIssuer
 
 # Every route about one workflow: its ID in the log lines, the caller's key checked, and
 # the same error answers.
@@ -92,6 +94,7 @@ def _install(app: FastAPI, settings: Settings, *, demo_workflows: bool) -> None:
     app.state.settings = settings
     app.state.demo_workflows = demo_workflows
     app.state.key_ring = KeyRing(settings.api_keys)
+    app.state.tokens = TokenIssuer(settings)
     app.state.client_waits = ClientWaits(settings.max_waits_per_client)
     # First: the live hub starts once DBOS is launched, before the routers' own lifespans.
     app.include_router(APIRouter(lifespan=communication_lifespan))
@@ -113,12 +116,23 @@ def _install(app: FastAPI, settings: Settings, *, demo_workflows: bool) -> None:
         ),
     )
     app.include_router(websocket.router)  # authorizes in its handler, with close codes
-    for area in (events, messaging, streaming, control):
+    # A token with the send scope may POST to the messaging routes, and to no others.
+    for area, authorization in (
+        (events, authorize),
+        (messaging, authorize_send),
+        (streaming, authorize),
+        (control, authorize),
+    ):
         app.include_router(
             area.router,
-            dependencies=[Depends(bind_workflow_id), Depends(authorize)],
+            dependencies=[Depends(bind_workflow_id), Depends(authorization)],
             responses=error_responses(WORKFLOW_ERRORS),
         )
+    app.include_router(
+        tokens.router,
+        dependencies=[Depends(authorize)],
+        responses=error_responses({401: UNAUTHORIZED, 422: OUT_OF_BOUNDS}),
+    )
     app.include_router(health.router)
     dashboard.install(app)
     install_error_handlers(app)

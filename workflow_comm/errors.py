@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import psycopg
 import sqlalchemy as sa
 from dbos import error as dbos_error
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import (
     http_exception_handler,
     request_validation_exception_handler,
@@ -75,6 +75,12 @@ async def within_db_timeout(call: Awaitable[T], extra_seconds: float = 0.0) -> T
             return await call
     except TimeoutError as exc:
         raise DatabaseUnavailable(f"no answer within {timeout:.1f}s") from exc
+
+
+def unknown_workflow(workflow_id: str) -> HTTPException:
+    """The 404 of a workflow the caller cannot see: an unknown ID, another tenant's, or one
+    outside the caller's token, all in the same words."""
+    return HTTPException(404, f"Workflow '{workflow_id}' does not exist.")
 
 
 def _error_answer(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

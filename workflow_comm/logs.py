@@ -9,7 +9,8 @@ The workflow ID comes from a context variable that `bind_workflow_id`, a depende
 every router with {workflow_id} in its paths, sets for the request; uvicorn writes its access
 line from the request's own task, so that line carries it too.
 
-In both formats `?api_key=` is blanked out of uvicorn's request lines: keys are never logged.
+In both formats `?api_key=` and `?token=` are blanked out of uvicorn's request lines: keys
+and tokens are never logged.
 """
 
 import json
@@ -22,11 +23,12 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
-from workflow_comm.auth import QUERY_KEY, current_caller
+from workflow_comm.auth import QUERY_KEY, QUERY_TOKEN, current_caller
 from workflow_comm.settings import Settings
 
 _workflow_id: ContextVar[str | None] = ContextVar("workflow_id", default=None)
-_KEY_IN_QUERY = re.compile(rf"({QUERY_KEY}=)[^&\s\"]*", re.IGNORECASE)
+# `?api_key=` and `?token=`; "token=" ends other names too (`page_token=`): blanked alike.
+_KEY_IN_QUERY = re.compile(rf"((?:{QUERY_KEY}|{QUERY_TOKEN})=)[^&\s\"]*", re.IGNORECASE)
 REDACTED = "[redacted]"
 TEXT_FORMAT = "%(asctime)s [%(levelname)8s] (%(name)s) %(message)s"
 # Loggers whose lines we format: this server's, uvicorn's and DBOS's.
@@ -48,7 +50,8 @@ def redact(text: str) -> str:
 
 
 class RedactApiKey(logging.Filter):
-    """Blank out `api_key=...` in a line's arguments (uvicorn passes the path as one)."""
+    """Blank out `api_key=...` and `token=...` in a line's arguments (uvicorn passes the path
+    as one)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

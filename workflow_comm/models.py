@@ -1,14 +1,21 @@
 """Request and response bodies. Field names of the original API are kept; new ones are added."""
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workflow_comm.names import (
     IDEMPOTENCY_KEY_MAX_LEN,
+    TOKEN_TTL_DEFAULT,
+    TOKEN_TTL_MAX,
+    TOKEN_TTL_MIN,
     TOPIC_MAX_LEN,
     TOPIC_NOTIFICATION,
     TOPIC_PATTERN,
+    WORKFLOW_ID_MAX_LEN,
+    WORKFLOW_ID_PATTERN,
+    TokenScope,
     WorkflowKind,
 )
 
@@ -189,3 +196,57 @@ class SocketSend(BaseModel):
     idempotency_key: str | None = Field(
         default=None, min_length=1, max_length=IDEMPOTENCY_KEY_MAX_LEN
     )
+
+
+class TokenCreate(BaseModel):
+    """POST /tokens: a token for one workflow, or for every workflow whose ID has a prefix."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=WORKFLOW_ID_MAX_LEN,
+        pattern=WORKFLOW_ID_PATTERN,
+        description="The one workflow the token reaches (it need not exist yet).",
+        examples=["my-wf-1"],
+    )
+    workflow_id_prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=WORKFLOW_ID_MAX_LEN,
+        pattern=WORKFLOW_ID_PATTERN,
+        description="Instead of workflow_id: every workflow whose ID starts with this.",
+    )
+    scopes: list[TokenScope] = Field(
+        default=["read"],
+        min_length=1,
+        max_length=2,
+        description='["read"], or ["read", "send"] to send messages too.',
+    )
+    ttl_seconds: int = Field(
+        default=TOKEN_TTL_DEFAULT,
+        ge=TOKEN_TTL_MIN,
+        le=TOKEN_TTL_MAX,
+        description="How long the token is valid.",
+    )
+
+    @field_validator("scopes")
+    @classmethod
+    def _read_and_no_repeats(cls, scopes: list[TokenScope]) -> list[TokenScope]:
+        if "read" not in scopes or len(set(scopes)) != len(scopes):
+            raise ValueError('scopes must be ["read"] or ["read", "send"]')
+        return scopes
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.workflow_id is None) == (self.workflow_id_prefix is None):
+            raise ValueError("Give exactly one of workflow_id and workflow_id_prefix")
+        return self
+
+
+class TokenPublic(BaseModel):
+    token: str = Field(
+        description="Send it as `Authorization: Bearer <token>`, or `?token=` on a live endpoint."
+    )
+    expires_at: datetime = Field(description="When the token stops being accepted (UTC).")

@@ -67,3 +67,11 @@ STREAM_OFFSET_MAX: Final = 2**30
 STREAM_TAIL_MAX: Final = 1000
 WORKFLOW_LIST_DEFAULT: Final = 50
 WORKFLOW_LIST_MAX: Final = 500
+# Tokens (POST /tokens): how long one is valid, in seconds.
+TOKEN_TTL_MIN: Final = 1
+TOKEN_TTL_DEFAULT: Final = 3600
+TOKEN_TTL_MAX: Final = 86_400
+
+
+# What a token may do with the workflows it reaches (POST /tokens `scopes`).
+TokenScope = Literal["read", "send"]

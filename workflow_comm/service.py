@@ -21,7 +21,7 @@ from fastapi import FastAPI, HTTPException
 from workflow_comm import dbos_internals, names
 from workflow_comm.auth import stored_id
 from workflow_comm.dbos_internals import DirectReads, NotPortable
-from workflow_comm.errors import DatabaseUnavailable, within_db_timeout
+from workflow_comm.errors import DatabaseUnavailable, unknown_workflow, within_db_timeout
 from workflow_comm.metrics import WORKFLOWS_STARTED
 from workflow_comm.models import WorkflowPublic
 from workflow_comm.names import WorkflowKind
@@ -241,10 +241,6 @@ async def require_status(workflow_id: str) -> WorkflowStatus:
     if status is None:
         raise unknown_workflow(workflow_id)
     return status
-
-
-def unknown_workflow(workflow_id: str) -> HTTPException:
-    return HTTPException(404, f"Workflow '{workflow_id}' does not exist.")
 
 
 async def _read_events(stored: str) -> dict[str, Any]:

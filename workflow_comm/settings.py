@@ -10,7 +10,15 @@ import socket
 from typing import Annotated, Literal
 
 from fastapi import Depends
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from starlette.requests import HTTPConnection
 
@@ -27,6 +35,8 @@ APP_NAME_PATTERN = r"[A-Za-z0-9._\-]{1,128}"
 API_KEY_PATTERN = r"[A-Za-z0-9_\-.~+/=]{16,256}"
 # Letters, digits and _ only: the tenant prefix of a stored workflow ID ends at its first "--".
 TENANT_PATTERN = r"[A-Za-z0-9_]{1,32}"
+# The shortest token signing secret: HS256's own key size, what `openssl rand -hex 32` prints.
+TOKEN_SECRET_MIN_BYTES = 32
 # The WebSocket transport reads frames of up to this many times max_message_bytes, so a frame
 # a little or a lot over the message bound still gets an `error` frame; past it, close 1009.
 WS_FRAME_CAP_FACTOR = 4
@@ -137,6 +147,11 @@ class Settings(BaseSettings):
     # Origins a browser may call this API from, comma-separated ("*" for any). Empty: none.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     cors_max_age_sec: int = Field(default=600, ge=0, le=86_400)
+    # Tokens (workflow_comm/tokens.py): the secret that signs them, at least 32 bytes. Unset:
+    # POST /tokens answers 404 and no token is accepted.
+    token_secret: SecretStr | None = None
+    # The secret before the last rotation: tokens it signed are still accepted until they expire.
+    token_previous_secret: SecretStr | None = None
     # Concurrent GET /workflow-events/{id}/{key} requests waiting per client address; 429 past it.
     max_waits_per_client: int = Field(default=1000, ge=1, le=100_000)
     # Prometheus metrics at /metrics. With API keys set, scraping needs a key without a tenant,
@@ -158,6 +173,31 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
         return parse_api_keys(value) if isinstance(value, str) else value
+
+    @field_validator("token_secret", "token_previous_secret", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("token_secret", "token_previous_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value().encode()) < TOKEN_SECRET_MIN_BYTES:
+            name = f"COMM_{str(info.field_name).upper()}"
+            raise ValueError(
+                f"{name} must be at least {TOKEN_SECRET_MIN_BYTES} bytes: "
+                "make one with `openssl rand -hex 32`"
+            )
+        return secret
+
+    @model_validator(mode="after")
+    def _previous_needs_current(self) -> "Settings":
+        if self.token_previous_secret is not None and self.token_secret is None:
+            raise ValueError(
+                "COMM_TOKEN_PREVIOUS_SECRET is set but COMM_TOKEN_SECRET is not: a rotation keeps "
+                "the old secret as the previous one next to a new current one"
+            )
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod

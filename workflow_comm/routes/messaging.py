@@ -8,7 +8,13 @@ from fastapi import APIRouter, Body
 
 from workflow_comm import names
 from workflow_comm.auth import stored_id
-from workflow_comm.errors import ID_TAKEN, READ_ONLY_KEY, error_responses, within_db_timeout
+from workflow_comm.errors import (
+    ID_TAKEN,
+    READ_ONLY_KEY,
+    error_responses,
+    unknown_workflow,
+    within_db_timeout,
+)
 from workflow_comm.metrics import MESSAGES_SENT
 from workflow_comm.models import MessageSent, MessagingWorkflowStarted
 from workflow_comm.params import (
@@ -19,7 +25,7 @@ from workflow_comm.params import (
     Topic,
     WorkflowId,
 )
-from workflow_comm.service import require_served, start_once, unknown_workflow
+from workflow_comm.service import require_served, start_once
 from workflow_comm.workflows import workflow_with_messaging
 
 # Authorization, logging and the common error answers come where the router is included (app.py).

@@ -3,7 +3,13 @@
 from fastapi import APIRouter
 
 from workflow_comm import names
-from workflow_comm.errors import ID_TAKEN, READ_ONLY_KEY, error_responses, within_db_timeout
+from workflow_comm.errors import (
+    ID_TAKEN,
+    READ_ONLY_KEY,
+    error_responses,
+    unknown_workflow,
+    within_db_timeout,
+)
 from workflow_comm.models import StreamingWorkflowStarted, StreamPage
 from workflow_comm.params import (
     NSteps,
@@ -13,7 +19,7 @@ from workflow_comm.params import (
     StreamOffset,
     WorkflowId,
 )
-from workflow_comm.service import read_stream_page, start_once, unknown_workflow
+from workflow_comm.service import read_stream_page, start_once
 from workflow_comm.workflows import stream_entry_count, workflow_with_streaming
 
 # Authorization, logging and the common error answers come where the router is included (app.py).

@@ -12,7 +12,13 @@ from fastapi.exceptions import RequestValidationError, WebSocketRequestValidatio
 from pydantic import ValidationError
 
 from workflow_comm import names
-from workflow_comm.auth import current_caller, identify, socket_key, stored_id
+from workflow_comm.auth import (
+    admit_token,
+    current_caller,
+    identify,
+    socket_key,
+    stored_id,
+)
 from workflow_comm.errors import DatabaseUnavailable, within_db_timeout
 from workflow_comm.live.feed import Interest, Subscriber
 from workflow_comm.live.frames import compact_json, encode
@@ -40,10 +46,12 @@ PUSHED_EVENT = LIVE_PUSHED.labels("websocket", "event")
 PUSHED_STATUS = LIVE_PUSHED.labels("websocket", "status")
 
 # Close codes: 1000 done, 1001 server going away, 1008 fell behind, 1009 frame over the hard
-# cap, 1013 full, 4404 unknown, 4401 no valid API key (keys are configured; see auth.py),
-# 4422 a path or query parameter out of bounds (the WebSocket's 422).
+# cap, 1013 full, 4404 unknown (or beyond the client's token), 4401 no valid API key (keys are
+# configured; see auth.py) or an expired or forged token, 4422 a path or query parameter out
+# of bounds (the WebSocket's 422).
 CLOSE_UNKNOWN_WORKFLOW = 4404
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_BY_STATUS = {401: CLOSE_UNAUTHORIZED, 404: CLOSE_UNKNOWN_WORKFLOW}
 CLOSE_INVALID_PARAMETER = 4422
 CLOSE_FRAME_TOO_BIG = 1009
 
@@ -111,15 +119,17 @@ async def workflow_socket(
     bind_workflow_id_now(workflow_id)
     try:
         tail = _tail_wanted(websocket, stream_offset, stream_from, stream_tail)
-        # A browser cannot set headers on a WebSocket: the key may come as ?api_key=.
-        identify(websocket, socket_key(websocket), query_allowed=True)
+        # A browser cannot set headers on a WebSocket: the key may come as ?api_key=, a token
+        # as ?token=.
+        caller = identify(websocket, socket_key(websocket), query_allowed=True)
+        admit_token(websocket, caller, "read")  # sends are checked frame by frame
         watched = stored_id(workflow_id)
     except RequestValidationError as exc:  # contradicting options; a tenant's ID too long
         await _refuse_invalid(socket, exc.errors())
         return
     except HTTPException as exc:
         await socket.error(exc.detail)
-        await websocket.close(code=CLOSE_UNAUTHORIZED if exc.status_code == 401 else 1008)
+        await websocket.close(code=CLOSE_BY_STATUS.get(exc.status_code, 1008))
         return
     try:
         known = await find_status(workflow_id)
@@ -254,8 +264,14 @@ async def _listen(socket: Socket, workflow_id: str) -> None:
         except ValidationError as exc:
             await socket.error(_describe(exc), _frame_id(text))
             continue
-        if not current_caller().can_write:
-            await socket.error("This key may only read: sending needs a write key.", frame.id)
+        caller = current_caller()
+        if not caller.can_send:
+            refusal = (
+                "This token lacks the send scope."
+                if caller.grant is not None
+                else "This key may only read: sending needs a write key."
+            )
+            await socket.error(refusal, frame.id)
             continue
         try:
             await within_db_timeout(
