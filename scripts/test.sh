@@ -9,4 +9,9 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-exec .venv/bin/pytest "$@"
+# Two processes (COMM_TEST_PROCESSES to change), each taking whole modules, whose servers
+# and fixtures stay together; each has its own throwaway Postgres and block of ports. On a
+# database given in DBOS_SYSTEM_DATABASE_URL, one: servers of two processes on one database
+# would take over each other's workflows.
+if [ -n "${DBOS_SYSTEM_DATABASE_URL:-}" ]; then default_processes=1; else default_processes=2; fi
+exec .venv/bin/pytest -n "${COMM_TEST_PROCESSES:-$default_processes}" --dist loadfile "$@"

@@ -3,6 +3,7 @@
 import asyncio
 import inspect
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,11 +29,33 @@ def unique_id(prefix: str = "wf") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+# Ports for test servers: below Linux's ephemeral range (32768-60999), where outgoing
+# connections take their local ports, and a block of their own for each pytest-xdist worker
+# (scripts/test.sh runs two), so no other socket can take a port between the choice and the
+# server's bind. A port is handed out once per process.
+PORTS_FIRST, PORTS_PER_WORKER, PORT_BLOCKS = 20000, 3000, 4
+_handed_out: set[int] = set()
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # "gw<N>" under xdist
+    return int(worker.removeprefix("gw") or 0) % PORT_BLOCKS
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port no socket uses now, in this test process's own block, never handed out before."""
+    first = PORTS_FIRST + _worker_index() * PORTS_PER_WORKER
+    candidates = [p for p in range(first, first + PORTS_PER_WORKER) if p not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port in {first}-{first + PORTS_PER_WORKER - 1}")
 
 
 def fibonacci_table(n_steps: int) -> list[dict[str, int]]:
