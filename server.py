@@ -9,9 +9,11 @@ Set DBOS_SYSTEM_DATABASE_URL=postgresql://... to use Postgres (LISTEN/NOTIFY) in
 """
 
 import argparse
+import asyncio
 import logging
 import socket
 import sys
+import time
 from types import FrameType
 
 import uvicorn
@@ -30,6 +32,8 @@ from workflow_comm.workers import (
 )
 
 logger = logging.getLogger("workflow_comm")
+# At shutdown, how long live connections get to close themselves before uvicorn closes them.
+LIVE_GOODBYE_SEC = 2.0
 
 
 class Server(uvicorn.Server):
@@ -48,6 +52,16 @@ class Server(uvicorn.Server):
         if hub is not None:
             hub.shutdown_threadsafe()
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # The live handlers, told to go, end their connections in their own words (a
+        # `shutdown` event; WebSocket close 1001): give them that before uvicorn closes what
+        # is left (a WebSocket with 1012).
+        hub = getattr(self.app.state, "live_hub", None)
+        deadline = time.monotonic() + LIVE_GOODBYE_SEC
+        while hub is not None and hub.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await super().shutdown(sockets)
 
 
 def serve(settings: Settings, *, shared_port: bool = False) -> None:

@@ -487,11 +487,13 @@ class DirectReads(ABC):
         name: str | None,
         id_prefix: str | None,
         limit: int,
+        unclaimed: bool = True,
     ) -> list[WorkflowStatus]:
         """DBOS's list_workflows(sort_desc=True, load_input=False) with these filters.
 
         `app_name`: one application or several, each with the rows of no application, as
-        DBOS's own application filter has them; None or empty: every application.
+        DBOS's own application filter has them (with `unclaimed` False: without those);
+        None or empty: every application.
 
         The ID prefix is compared case-sensitively on both backends (DBOS's LIKE is not, on
         SQLite: there a tenant "acme" would see tenant "ACME"'s workflows).
@@ -501,7 +503,8 @@ class DirectReads(ABC):
         apps = [app_name] if isinstance(app_name, str) else list(app_name or ())
         if apps:
             names = ", ".join(f"%(app{i})s" for i in range(len(apps)))
-            where.append(f"(s.application_name IN ({names}) OR s.application_name IS NULL)")
+            or_unclaimed = " OR s.application_name IS NULL" if unclaimed else ""
+            where.append(f"(s.application_name IN ({names}){or_unclaimed})")
             params.update({f"app{i}": app for i, app in enumerate(apps)})
         if name is not None:
             where.append("s.name = %(name)s")

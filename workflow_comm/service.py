@@ -274,8 +274,8 @@ async def list_statuses(
     limit: int,
     app: str | None = None,
 ) -> list[WorkflowStatus]:
-    """Recent workflows of the served applications (or of `app` only, if served), newest
-    first (DBOS's list_workflows with these filters)."""
+    """Recent workflows of the served applications, unclaimed ones included (or of `app`
+    only, if served), newest first (DBOS's list_workflows with these filters)."""
     if app is not None and not served.serves(app):
         return []
     apps = [app] if app is not None else served.names
@@ -289,25 +289,26 @@ async def list_statuses(
                         name=name,
                         id_prefix=id_prefix,
                         limit=limit,
+                        unclaimed=app is None,
                     )
                 )
             )
         except NotPortable:
             pass
-    return list(
-        await within_db_timeout(
-            DBOS.list_workflows_async(
-                status=status,
-                name=name,
-                # None would be DBOS's own application only; [] is every application.
-                application_name=[] if apps is None else apps,
-                limit=limit,
-                sort_desc=True,
-                load_input=False,
-                workflow_id_prefix=id_prefix,
-            )
+    found = await within_db_timeout(
+        DBOS.list_workflows_async(
+            status=status,
+            name=name,
+            # None would be DBOS's own application only; [] is every application.
+            application_name=[] if apps is None else apps,
+            limit=limit,
+            sort_desc=True,
+            load_input=False,
+            workflow_id_prefix=id_prefix,
         )
     )
+    # DBOS lists unclaimed workflows under every application name; `app` asks for its own.
+    return [s for s in found if app is None or application_of(s) == app]
 
 
 @dataclass(frozen=True)

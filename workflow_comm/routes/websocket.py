@@ -162,16 +162,20 @@ async def workflow_socket(
     pump = asyncio.create_task(_pump(socket, sub, workflow_id, hub.heartbeat))
     listen = asyncio.create_task(_listen(socket, workflow_id))
     try:
-        await asyncio.wait({pump, listen}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait({pump, listen}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, listen):
+                task.cancel()
+            await asyncio.gather(pump, listen, return_exceptions=True)
+            hub.unsubscribe(sub)
+        if pump.done() and not pump.cancelled() and pump.exception() is None:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await websocket.close(code=pump.result())
     finally:
-        for task in (pump, listen):
-            task.cancel()
-        await asyncio.gather(pump, listen, return_exceptions=True)
-        hub.unsubscribe(sub)
+        # After the close: at shutdown the server waits for this count to reach zero before
+        # uvicorn closes what is left (server.py).
         hub.release()
-    if pump.done() and not pump.cancelled() and pump.exception() is None:
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await websocket.close(code=pump.result())
 
 
 def _tail_wanted(
