@@ -135,6 +135,8 @@ export class WorkflowCommError extends Error {
 
 /** A live feed: values arrive through its callbacks until the server ends it or close(). */
 export class LiveHandle {
+  /** Made by the client's live methods only. */
+  protected constructor();
   /** The feed's state now. */
   readonly state: LiveState;
   /** Stop the feed: no callback is called after this. */

@@ -540,29 +540,39 @@ export class WorkflowClient {
 
   // -- the wire ---------------------------------------------------------------------------
 
-  /** @private One fetch with the credential; rejects (status 0) if the server is unreachable. */
+  /**
+   * One fetch with the credential; rejects (status 0) if the server is unreachable. Internal:
+   * request() and the live feeds go through it.
+   *
+   * @param {{method: string, path: string, query?: Record<string, unknown>, body?: unknown, headers?: Record<string, string>, accept?: string, signal?: AbortSignal}} call
+   * @returns {Promise<Response>}
+   */
   async _fetch({ method, path, query, body, headers, accept = "application/json", signal }) {
     const url = new URL(`${this.baseUrl}${path}`, globalThis.location?.href);
     for (const [name, value] of Object.entries(query ?? {})) {
       if (value !== undefined && value !== null) url.searchParams.set(name, String(value));
     }
-    const init = { method, headers: { Accept: accept, ...headers }, signal, cache: "no-store" };
+    /** @type {Record<string, string>} */
+    const sent = { Accept: accept, ...headers };
     const credential =
       typeof this._credential === "function" ? await this._credential() : this._credential;
-    if (credential) init.headers.Authorization = `Bearer ${credential}`;
-    if (body !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
+    if (credential) sent.Authorization = `Bearer ${credential}`;
+    if (body !== undefined) sent["Content-Type"] = "application/json";
+    const init = { method, headers: sent, signal, cache: /** @type {const} */ ("no-store") };
     try {
-      return await fetch(url, init);
+      return await fetch(url, body === undefined ? init : { ...init, body: JSON.stringify(body) });
     } catch (error) {
       if (signal?.aborted) throw error;
       throw new WorkflowCommError(0, null, "The server could not be reached.");
     }
   }
 
-  /** @private The error of a refused request, with the server's `detail`. */
+  /**
+   * The error of a refused request, with the server's `detail`. Internal, as _fetch.
+   *
+   * @param {Response} response
+   * @returns {Promise<WorkflowCommError>}
+   */
   async _refusal(response) {
     const json = await response.json().catch(() => null);
     const detail = json?.detail ?? null;
