@@ -1,4 +1,5 @@
-"""The web dashboard: one page at `/`, its scripts and styles under `/static`.
+"""The web dashboard: one page at `/`, its scripts and styles under `/static`; and the
+browser client it is built on, `/client/workflow-comm.js` with its types beside it.
 
 Plain HTML, CSS and JavaScript modules, no build step and nothing from the internet. The
 names and bounds the page needs come from `names`, written into the page as JSON, so the page
@@ -20,6 +21,8 @@ from starlette.types import Scope
 from workflow_comm import names
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "js_client"
+CLIENT_TYPES = "/client/workflow-comm.d.ts"
 CONFIG_PLACEHOLDER = "{{ dashboard_config }}"
 
 # Everything from this server only: no inline script, no third-party origin, no framing.
@@ -105,8 +108,30 @@ class RevalidatedStaticFiles(StaticFiles):
         return response
 
 
+class ClientFiles(RevalidatedStaticFiles):
+    """The browser client: its module, and its TypeScript declarations as text."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        if str(full_path).endswith(".d.ts"):
+            # Python's guess for .ts is a Qt translation file.
+            response.headers["Content-Type"] = "text/plain; charset=utf-8"
+        else:
+            # Where tools that import by URL (Deno, for one) find the module's types.
+            response.headers["X-TypeScript-Types"] = CLIENT_TYPES
+        return response
+
+
 def install(app: FastAPI) -> None:
-    """Serve the dashboard at `/` and its files under `/static` (app.state.demo_workflows set)."""
+    """Serve the dashboard at `/`, its files under `/static` and the browser client under
+    `/client` (app.state.demo_workflows set)."""
     render_index(app.state.demo_workflows)
     app.include_router(router)
     app.mount("/static", RevalidatedStaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/client", ClientFiles(directory=CLIENT_DIR), name="client")

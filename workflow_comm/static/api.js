@@ -1,5 +1,7 @@
-// Calls to the HTTP API with the page's API key, and its errors in plain words.
+// The page's client of the server (the browser client, /client/workflow-comm.js), its API
+// key, and the errors of its calls in plain words.
 
+import { WorkflowClient, WorkflowCommError } from "/client/workflow-comm.js";
 import { config } from "./config.js";
 
 // sessionStorage: the key lasts as long as the tab, and never reaches localStorage or a URL
@@ -27,20 +29,12 @@ export function setApiKey(value) {
   }
 }
 
+/** The client every call and live feed of the page goes through, with the key of the moment. */
+export const client = new WorkflowClient({ apiKey: () => key });
+
 /** `listener(status)` hears the HTTP status of every answer, to tell about the key. */
 export function listenToAnswers(listener) {
   onAnswer = listener;
-}
-
-/**
- * A live endpoint's URL for an EventSource, which cannot send headers: the key goes in
- * `?api_key=`, which the server takes on its live endpoints only (and keeps out of its logs).
- */
-export function liveUrl(path) {
-  if (!key) return path;
-  const url = new URL(path, window.location.origin);
-  url.searchParams.set("api_key", key);
-  return `${url.pathname}${url.search}`;
 }
 
 /** An API call that did not succeed; `message` is already written for a person. */
@@ -117,29 +111,21 @@ export function plainWords(status, detail) {
   }
 }
 
-/** Call the API; resolves to the JSON body, rejects with an ApiError. */
-export async function request(method, path, { query, body } = {}) {
-  const url = new URL(path, window.location.origin);
-  for (const [name, value] of Object.entries(query ?? {})) url.searchParams.set(name, value);
-  const init = { method, headers: { Accept: "application/json" } };
-  if (key) init.headers.Authorization = `Bearer ${key}`;
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  let response;
+/** Call the API; resolves to the JSON body, rejects with an ApiError in plain words. */
+export async function request(method, path, options) {
+  let answer;
   try {
-    response = await fetch(url, init);
-  } catch {
-    throw new ApiError(0, null, "The server could not be reached. Check that it is running.");
+    answer = await client.request(method, path, options);
+  } catch (error) {
+    if (!(error instanceof WorkflowCommError)) throw error;
+    if (error.status === 0) {
+      throw new ApiError(0, null, "The server could not be reached. Check that it is running.");
+    }
+    onAnswer(error.status);
+    throw new ApiError(error.status, error.detail, plainWords(error.status, error.detail));
   }
-  onAnswer(response.status);
-  const json = await response.json().catch(() => null);
-  if (!response.ok) {
-    const detail = json?.detail ?? null;
-    throw new ApiError(response.status, detail, plainWords(response.status, detail));
-  }
-  return json;
+  onAnswer(200);
+  return answer;
 }
 
 /** A path segment, e.g. a workflow ID, safe inside a URL. */

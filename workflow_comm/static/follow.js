@@ -4,12 +4,12 @@
 // followed at a time, with two feeds: its status, plus its events (progress bar) or, for a
 // streaming workflow, its stream (the log). A workflow the demo did not define (any served
 // workflow: `kind` is null) gets three: status, every event, and one of its streams, chosen
-// from those it has written (GET /workflows/{id}/stream-keys).
+// from those it has written (GET /workflows/{id}/stream-keys). The feeds are the browser
+// client's (/client/workflow-comm.js): they resume by themselves, with no gap and no repeat.
 
-import { liveUrl, request, segment } from "./api.js";
+import { client, request, segment } from "./api.js";
 import { config } from "./config.js";
 import { clock, element, statusClass, TERMINAL } from "./format.js";
-import { LiveFeed, StreamCursor } from "./live.js";
 
 const SUMMARY_RESULTS_SHOWN = 8;
 // The stream keys are looked up again on events and status changes, at most this often.
@@ -40,8 +40,6 @@ export class FollowedWorkflow {
     this.generation = 0;
     this.workflow = null;
     this.stepStatus = null;
-    this.eventVersions = {};
-    this.cursor = new StreamCursor();
     this.totalSteps = null;
     this.busy = false;
     this.stream = null; // the feed of the stream shown in the log
@@ -83,30 +81,27 @@ export class FollowedWorkflow {
     }
     if (generation !== this.generation) return false; // another follow() came after this one
     this.reset(workflow);
-    const base = `/workflows/${segment(id)}`;
-    const showWorkflow = (wf) => this.showWorkflow(wf); // every change, and the final one
-    this.feeds = [this.feed(`${base}/live`, showWorkflow, showWorkflow)];
+    const onState = () => this.showConnection();
+    // Every change, and the final status with its result or error.
+    this.feeds = [client.watchStatus(id, { onStatus: (wf) => this.showWorkflow(wf), onState })];
     if (workflow.kind === "streaming") {
       this.stream = this.streamFeed(id, config.streamKey);
       this.feeds.push(this.stream);
     } else {
-      this.feeds.push(
-        this.feed(`/workflow-events/${segment(id)}/live`, (change) => this.showEvent(change)),
-      );
+      this.feeds.push(client.watchEvents(id, { onEvent: (change) => this.showEvent(change), onState }));
     }
-    for (const feed of this.feeds) feed.start();
+    this.showConnection();
     if (this.generic) this.findStreams();
     return true;
   }
 
   streamFeed(id, key) {
-    const url = () =>
-      `/workflow-stream/${segment(id)}/live?key=${encodeURIComponent(key)}&offset=${this.cursor.next}`;
-    return this.feed(
-      url,
-      (value, offset) => this.showEntry(value, Number(offset)),
-      (end) => this.streamClosed(end),
-    );
+    return client.followStream(id, {
+      key,
+      onValue: (value, offset) => this.showEntry(value, offset),
+      onClose: () => this.streamClosed(),
+      onState: () => this.showConnection(),
+    });
   }
 
   /** Look up the streams the workflow has written, soon (at most every STREAM_KEYS_EVERY_MS);
@@ -142,37 +137,22 @@ export class FollowedWorkflow {
   followStream(key) {
     if (key === this.streamKey) return;
     if (this.stream) {
-      this.stream.stop();
+      this.stream.close();
       this.feeds = this.feeds.filter((feed) => feed !== this.stream);
     }
     this.streamKey = key;
     $("stream-key").value = key;
-    this.cursor = new StreamCursor();
     $("stream-log").replaceChildren();
     $("stream-text").textContent = "";
     $("stream-text").hidden = true;
     $("stream-summary").textContent = "No entries yet.";
     this.stream = this.streamFeed(this.id, key);
     this.feeds.push(this.stream);
-    this.stream.start();
-  }
-
-  feed(url, onValue, onClosed) {
-    const feed = new LiveFeed({
-      url: () => liveUrl(typeof url === "function" ? url() : url),
-      onValue,
-      onClosed,
-      onState: (state) => {
-        feed.state = state;
-        this.showConnection();
-      },
-    });
-    feed.state = "connecting";
-    return feed;
+    this.showConnection();
   }
 
   stop() {
-    for (const feed of this.feeds) feed.stop();
+    for (const feed of this.feeds) feed.close();
     this.feeds = [];
     this.stream = null;
     clearTimeout(this.keysTimer);
@@ -182,8 +162,6 @@ export class FollowedWorkflow {
   reset(workflow) {
     this.workflow = workflow;
     this.stepStatus = null;
-    this.eventVersions = {};
-    this.cursor = new StreamCursor();
     this.totalSteps = null;
     this.streamKey = null;
     $("followed-empty").hidden = true;
@@ -216,8 +194,9 @@ export class FollowedWorkflow {
     const states = this.feeds.map((feed) => feed.state);
     let text = "Live";
     if (states.includes("reconnecting")) text = "Reconnecting…";
+    else if (states.includes("failed")) text = "Not connected";
     else if (states.includes("connecting")) text = "Connecting…";
-    else if (states.every((state) => state === "finished")) text = "Finished";
+    else if (states.every((state) => state === "ended")) text = "Finished";
     $("f-connection").textContent = text;
   }
 
@@ -238,10 +217,8 @@ export class FollowedWorkflow {
     this.onStatus(this.workflow);
   }
 
-  showEvent({ key, value, version }) {
-    // A reconnect replays each key's current value: never let an older one win.
-    if (version <= (this.eventVersions[key] ?? -1)) return;
-    this.eventVersions[key] = version;
+  /** An event's value: each change once, never an older one after a newer (the client's). */
+  showEvent({ key, value }) {
     const { events } = config;
     if (this.generic) {
       this.showEventValue(key, value);
@@ -270,13 +247,8 @@ export class FollowedWorkflow {
     $("events-empty").hidden = true;
   }
 
+  /** The stream's value at `offset`: each once, in offset order (the client sees to it). */
   showEntry(entry, offset) {
-    const verdict = this.cursor.judge(offset);
-    if (verdict === "repeat") return;
-    if (verdict === "gap") {
-      this.stream?.reconnect();
-      return;
-    }
     if (this.generic) {
       this.showValue(entry, offset);
       return;
@@ -307,7 +279,7 @@ export class FollowedWorkflow {
     $("f-step").textContent = entry.message ?? entry.type;
     // start, a progress and a result entry per step, summary, complete.
     const of = this.totalSteps ? ` of ${3 + 2 * this.totalSteps}` : "";
-    $("stream-summary").textContent = `${this.cursor.next}${of} entries received.`;
+    $("stream-summary").textContent = `${offset + 1}${of} entries received.`;
   }
 
   /** A generic workflow's stream value: its text, or its JSON. Text values (such as an LLM's
@@ -329,11 +301,12 @@ export class FollowedWorkflow {
       $("stream-text").textContent += value;
       $("stream-text").hidden = false;
     }
-    $("stream-summary").textContent = `${this.cursor.next} entries received.`;
+    $("stream-summary").textContent = `${offset + 1} entries received.`;
   }
 
   streamClosed() {
-    $("stream-summary").textContent = `Stream closed after ${this.cursor.next} entries.`;
+    const count = this.stream?.nextOffset ?? 0;
+    $("stream-summary").textContent = `Stream closed after ${count} entries.`;
   }
 
   setProgress(value) {

@@ -1,9 +1,8 @@
 // The list of recent workflows: loaded, then kept current by GET /workflows/live, which pushes
 // every new workflow and every status change as it happens (no polling, no Refresh button).
 
-import { liveUrl, request } from "./api.js";
+import { client, request } from "./api.js";
 import { clock, element, statusClass, TERMINAL } from "./format.js";
-import { LiveFeed } from "./live.js";
 
 const SHOWN = 20;
 
@@ -17,17 +16,7 @@ export class RecentList {
     this.rows = new Map(); // workflow ID -> its <li>
     this.current = null;
     this.inFlight = null;
-    this.live = false;
-    // Each time it (re)connects, the list is loaded again: whatever changed while it was
-    // away is then shown, and pushes keep it current from there.
-    this.feed = new LiveFeed({
-      url: () => liveUrl("/workflows/live"),
-      onValue: (workflow) => this.push(workflow),
-      onState: (state) => {
-        this.live = state === "live";
-        if (this.live) this.reload();
-      },
-    });
+    this.feed = null;
     this.list.addEventListener("click", (event) => {
       const button = event.target.closest("button[data-id]");
       if (button) this.onChoose(button.dataset.id);
@@ -36,16 +25,21 @@ export class RecentList {
 
   /** Load the list and follow its live feed. */
   start() {
-    this.feed.start(); // once connected, it loads the list
-    this.refresh();
+    // Each time it (re)connects, the list is loaded again: whatever changed while it was
+    // away is then shown, and pushes keep it current from there.
+    this.feed = client.watchWorkflows({
+      onWorkflow: (workflow) => this.push(workflow),
+      onState: (state) => {
+        if (state === "open") this.reload();
+      },
+    });
+    this.reload();
   }
 
   /** Load the list again now, and reconnect its live feed if it is not connected (e.g. an
    * API key was just entered). */
   refresh() {
-    if (!this.live && this.feed.source?.readyState !== EventSource.CONNECTING) {
-      this.feed.reconnect(0);
-    }
+    if (this.feed && !["open", "connecting"].includes(this.feed.state)) this.feed.reconnect();
     return this.reload();
   }
 
