@@ -8,6 +8,11 @@ a person's approval on the topic `approval`. The app has its own start route
 of the server (not its demo start routes) and the dashboard at `/`, whose live hub starts and
 stops with this app. No LLM is called: the reply is made up from the prompt, a token a step.
 
+For a browser, `POST /drafts/{id}/token` mints a token that reads that draft and sends it
+messages, and nothing else (COMM_TOKEN_SECRET must be set); the React page of
+examples/react/, once built (`npm ci && npm run build` there), is served at /app/ and follows a
+draft with such a token, never an API key.
+
 Run it (an SQLite file in the current folder, or the database DBOS_SYSTEM_DATABASE_URL names):
 
     python examples/own_app.py --host 127.0.0.1 --port 8001
@@ -20,6 +25,11 @@ Try it (or open http://127.0.0.1:8001/ and choose the workflow in the list):
     curl -X POST "http://127.0.0.1:8001/send-message/d-1?topic=approval" \\
       -H "Content-Type: application/json" -d '{"approved": true}'
     curl "http://127.0.0.1:8001/workflows/d-1"
+
+With tokens, and the React page at http://127.0.0.1:8001/app/ (after building it):
+
+    COMM_TOKEN_SECRET="$(openssl rand -hex 32)" python examples/own_app.py
+    curl -X POST "http://127.0.0.1:8001/drafts/d-1/token"
 """
 
 import argparse
@@ -27,16 +37,21 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import uvicorn
 from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetWorkflowID
-from fastapi import FastAPI, Query
+from fastapi import Depends, FastAPI, Query
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from workflow_comm.app import include_communication
+from workflow_comm.models import TokenPublic
 from workflow_comm.params import WorkflowId
+from workflow_comm.routes.tokens import token_issuer
 from workflow_comm.settings import Settings
+from workflow_comm.tokens import TokenGrant, TokenIssuer
 
 APP_NAME = "drafting-assistant"
 # This app's own database file by default, not the server's.
@@ -50,6 +65,10 @@ EVENT_DRAFT = "draft"  # the whole reply, once drafted
 TOPIC_APPROVAL = "approval"
 STAGE_DRAFTING = "drafting"
 STAGE_WAITING = "waiting_for_approval"
+# A page's token lasts this long; the React page asks for a fresh one before it runs out.
+PAGE_TOKEN_SECONDS = 600
+# The React page (examples/react), served at /app/ once `npm run build` made it.
+REACT_DIST = Path(__file__).resolve().parent / "react" / "dist"
 
 
 def reply_tokens(prompt: str) -> list[str]:
@@ -147,7 +166,20 @@ def create_app(settings: Settings) -> FastAPI:
             approve=f"/send-message/{draft_id}?topic={TOPIC_APPROVAL}",
         )
 
+    @app.post("/drafts/{draft_id}/token")
+    async def draft_token(
+        draft_id: WorkflowId, issuer: Annotated[TokenIssuer, Depends(token_issuer)]
+    ) -> TokenPublic:
+        """A token for a page showing this draft: it reads the draft and sends it messages
+        (the approval), and reaches no other workflow. 404 without COMM_TOKEN_SECRET."""
+        # Your app decides here, with its own login, who may see and approve this draft.
+        grant = TokenGrant(tenant=None, scopes=frozenset({"read", "send"}), workflow_id=draft_id)
+        token, expires_at = issuer.mint(grant, PAGE_TOKEN_SECONDS)
+        return TokenPublic(token=token, expires_at=expires_at)
+
     include_communication(app, settings)
+    if REACT_DIST.is_dir():
+        app.mount("/app", StaticFiles(directory=REACT_DIST, html=True), name="react-page")
     return app
 
 
