@@ -58,6 +58,14 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {first}-{first + PORTS_PER_WORKER - 1}")
 
 
+def gauge(http: httpx.Client, name: str) -> float:
+    """The value of an unlabelled metric the server exports at /metrics."""
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
 def fibonacci_table(n_steps: int) -> list[dict[str, int]]:
     """The `results` a workflow of n steps must produce, F(1)..F(n), computed here on its own
     (not by the server's code) so the server's arithmetic is checked against it."""

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.support import TOKEN_SECRET, OwnServer, ServerProcess, unique_id
+from tests.support import TOKEN_SECRET, OwnServer, ServerProcess, gauge, unique_id, wait_until
 from tests.test_browser import WAIT_MS, launch_chromium
 from workflow_comm import names
 from workflow_comm.workflows import stream_entry_count
@@ -199,25 +199,36 @@ def test_a_token_reaches_its_workflow_only(
 def test_get_event_waits_for_the_value(
     browser: Browser, client: httpx.Client, base_url: str
 ) -> None:
-    """getEvent, called before the workflow sets `result`, resolves with it once set; a key
-    a finished workflow never set rejects with 404."""
-    wf, n = unique_id("js-wait"), 3
-    started = client.post(f"/start-workflow-events/{wf}/{n}", params={"step_seconds": 0.4})
+    """getEvent, waiting on the server for `result` (counted by comm_waiting_requests) before
+    the approval that leads to it is sent, resolves with it once set; a key a finished
+    workflow never set rejects with 404."""
+    wf = unique_id("js-wait")
+    started = client.post(
+        f"/start-workflow-messaging/{wf}/1", params={"step_seconds": 0, "approval_timeout": 60}
+    )
     assert started.status_code == 200, started.text
     with client_page(browser, base_url) as page:
-        got = page.evaluate(
-            """async ([wf, key]) => {
-                const began = performance.now();
-                const value = await client.getEvent(wf, key, { timeout: 30 });
-                const waited = (performance.now() - began) / 1000;
-                const unset = await client.getEvent(wf, "never-set", { timeout: 5 }).then(
-                    () => null, (error) => error.status);
-                return { value, waited, unset };
-            }""",
+        before = gauge(client, "comm_waiting_requests")
+        page.evaluate(
+            "([wf, key]) => { window.waited = client.getEvent(wf, key, { timeout: 30 }); }",
             [wf, names.EVENT_RESULT],
         )
-    assert got["value"]["total_steps"] == n, got
-    assert got["waited"] > 0.5, f"getEvent answered after {got['waited']:.2f}s: it did not wait"
+        wait_until(
+            lambda: gauge(client, "comm_waiting_requests") > before,
+            what="the page's getEvent waiting on the server",
+        )
+        sent = client.post(f"/send-message/{wf}", json={"approved": True})
+        assert sent.status_code == 200, sent.text
+        got = page.evaluate(
+            """async (wf) => {
+                const value = await window.waited;
+                const unset = await client.getEvent(wf, "never-set", { timeout: 5 }).then(
+                    () => null, (error) => error.status);
+                return { value, unset };
+            }""",
+            wf,
+        )
+    assert got["value"]["outcome"] == names.STATUS_COMPLETED, got
     assert got["unset"] == 404, got
 
 

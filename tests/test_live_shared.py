@@ -29,7 +29,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.support import ServerProcess, unique_id, wait_until
+from tests.support import ServerProcess, gauge, unique_id, wait_until
 from workflow_comm import names
 
 pytestmark = pytest.mark.needs_own_server
@@ -94,13 +94,6 @@ def statements(http: httpx.Client) -> Counter[str]:
 
 def count_of(shapes: Counter[str], prefix: str | tuple[str, ...]) -> int:
     return sum(n for shape, n in shapes.items() if shape.startswith(prefix))
-
-
-def gauge(http: httpx.Client, name: str) -> float:
-    for line in http.get("/metrics").text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    raise AssertionError(f"no {name} in /metrics")
 
 
 def start_messaging(http: httpx.Client, workflow_id: str) -> None:
