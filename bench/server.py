@@ -32,6 +32,7 @@ from workflow_comm.settings import Settings
 router = APIRouter(prefix="/bench", tags=["benchmark"])
 _statements: Counter[str] = Counter()
 _by_shape: Counter[str] = Counter()
+_by_source: dict[str, Counter[str]] = {}
 _statements_lock = threading.Lock()
 
 
@@ -40,12 +41,25 @@ def _shape(statement: str) -> str:
     return " ".join(statement.split())[:100]
 
 
-def _count(statement: str) -> None:
+def _thread_source() -> str:
+    """The sending thread's name without its counters: `Thread-7 (queue_thread)` is
+    `queue_thread`, `live-db_3` is `live-db`: DBOS's background threads are told apart from
+    the threads serving requests."""
+    name = threading.current_thread().name
+    if name.endswith(")") and "(" in name:
+        name = name[name.index("(") + 1 : -1]
+    base, _, index = name.rpartition("_")
+    return base.rstrip("-_") if base and index.isdigit() else name
+
+
+def _count(statement: str, source: str | None = None) -> None:
     reads_stream = statement.lstrip().upper().startswith("SELECT") and "streams" in statement
     shape = _shape(statement)
+    source = source or _thread_source()
     with _statements_lock:  # DBOS sends its statements from many threads
         _statements["all"] += 1
         _by_shape[shape] += 1
+        _by_source.setdefault(source, Counter())[shape] += 1
         if reads_stream:
             _statements["stream_reads"] += 1
 
@@ -80,6 +94,14 @@ def _text(query: object) -> str:
     return repr(query)  # a psycopg.sql.Composed
 
 
+def _connection_source(cursor: Any) -> str | None:
+    """`takeover-scan` for a connection the server opened as `workflow-comm takeover-scan
+    <executor>` (takeover.py names its connections so), None for any other."""
+    name = cursor.connection.info.parameter_status("application_name") or ""
+    parts = name.split()
+    return parts[1] if len(parts) > 1 and parts[0] == "workflow-comm" else None
+
+
 def _count_psycopg_directly() -> None:
     """Also count what the process sends with psycopg itself, outside SQLAlchemy: the
     server's direct reads (an async pool), SQLAlchemy's connection pings, DBOS's LISTEN."""
@@ -92,7 +114,7 @@ def _count_psycopg_directly() -> None:
                     self: Any, query: Any, *args: Any, _original: Any = original, **kw: Any
                 ) -> Any:
                     if not getattr(_in_sqlalchemy, "active", False):
-                        _count(_text(query))
+                        _count(_text(query), _connection_source(self))
                     return await _original(self, query, *args, **kw)
 
                 setattr(cls, name, counted_async)
@@ -102,7 +124,7 @@ def _count_psycopg_directly() -> None:
                     self: Any, query: Any, *args: Any, _original: Any = original, **kw: Any
                 ) -> Any:
                     if not getattr(_in_sqlalchemy, "active", False):
-                        _count(_text(query))
+                        _count(_text(query), _connection_source(self))
                     return _original(self, query, *args, **kw)
 
                 setattr(cls, name, counted)
@@ -122,6 +144,14 @@ async def db_statements_by_shape() -> dict[str, int]:
     """Statements sent so far, counted by their first 100 characters."""
     with _statements_lock:
         return dict(_by_shape)
+
+
+@router.get("/db-statements/by-source")
+async def db_statements_by_source() -> dict[str, dict[str, int]]:
+    """Statements sent so far by where they come from (the sending thread, or the purpose a
+    connection of the server's own is named for), then by their first 100 characters."""
+    with _statements_lock:
+        return {source: dict(shapes) for source, shapes in _by_source.items()}
 
 
 @router.post("/event-ticks/{workflow_id}")
