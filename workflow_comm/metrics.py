@@ -182,3 +182,33 @@ class HttpMetrics:
                 # The server's catch-all answers 500 outside this middleware.
                 self.record(scope, 500, time.perf_counter() - start)
             raise
+
+
+# Outbound webhooks (workflow_comm/webhooks/). Every label value is created here, so each
+# series is exported (at 0) before the first delivery.
+WEBHOOK_OUTCOMES = ("delivered", "failed")
+WEBHOOK_ATTEMPT_RESULTS = ("success", "http_error", "timeout", "connection_error", "refused")
+WEBHOOK_DELIVERIES = Counter(
+    "comm_webhook_deliveries_total",
+    "Webhook deliveries that ended, by outcome: delivered (a 2xx), or failed (every attempt).",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "comm_webhook_attempts_total",
+    "Webhook delivery attempts (HTTP POSTs) by result.",
+    ["result"],
+)
+WEBHOOK_ATTEMPT_DURATION = Histogram(
+    "comm_webhook_attempt_duration_seconds",
+    "Seconds one webhook attempt took, to the receiver's answer or the failure.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+WEBHOOK_ENQUEUED = Counter(
+    "comm_webhook_enqueued_total",
+    "Webhook deliveries the dispatcher started, by event type.",
+    ["event"],
+)
+for _outcome in WEBHOOK_OUTCOMES:
+    WEBHOOK_DELIVERIES.labels(_outcome)
+for _result in WEBHOOK_ATTEMPT_RESULTS:
+    WEBHOOK_ATTEMPTS.labels(_result)
