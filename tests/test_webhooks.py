@@ -75,6 +75,11 @@ class Receiver:
         with self.lock:
             return [p for p in self.posts if p.path == path]
 
+    def at_least(self, path: str, count: int) -> list[Received] | None:
+        """The POSTs to `path` once there are `count` of them, else None."""
+        posts = self.got(path)
+        return posts if len(posts) >= count else None
+
     def answer(self, path: str) -> int | str:
         with self.lock:
             script = self.scripts.get(path) or [204]
@@ -182,7 +187,7 @@ def test_a_failed_attempt_is_retried_with_the_same_webhook_id(
     with server.client() as http:
         webhook_id = register(http, receiver.url(path), ["workflow.finished"])
         start(http, "events", workflow_id)
-        posts = wait_until(lambda: len(receiver.got(path)) >= 2 and receiver.got(path), what=path)
+        posts = wait_until(lambda: receiver.at_least(path, 2), what=path)
         assert len({p.headers["webhook-id"] for p in posts}) == 1, [p.headers for p in posts]
         bodies = [verified(p) for p in posts]
         assert bodies[0] == bodies[1], bodies
@@ -327,7 +332,7 @@ def test_a_crash_between_attempts_still_delivers(server: Server, receiver: Recei
     server.process.kill()
     assert len(receiver.got(path)) == 1, "the retry came before the kill"
     server.start()
-    posts = wait_until(lambda: len(receiver.got(path)) >= 2 and receiver.got(path), timeout=60)
+    posts = wait_until(lambda: receiver.at_least(path, 2), timeout=60)
     assert len(posts) == 2, [p.headers for p in posts]
     assert posts[0].headers["webhook-id"] == posts[1].headers["webhook-id"]
     assert verified(posts[1])["data"]["workflow_id"] == workflow_id
