@@ -639,22 +639,23 @@ def webhook_sql(is_sqlite: bool, text: str) -> str:
 
 def webhook_scan_queries(is_sqlite: bool) -> dict[str, str]:
     """Per event type, a query of (workflow_uuid, name, time, identity, detail, value,
-    serialization) from :since on (inclusive), oldest first, at most :limit rows."""
+    serialization, application_name) from :since on (inclusive), oldest first, at most
+    :limit rows."""
     terminal = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
     queries = {
         "workflow.started": (
-            "SELECT workflow_uuid, name, created_at, '', status, NULL, NULL"
+            "SELECT workflow_uuid, name, created_at, '', status, NULL, NULL, application_name"
             " FROM {s}workflow_status WHERE created_at >= :since AND name <> :skip_name"
             " ORDER BY created_at LIMIT :limit"
         ),
         "workflow.finished": (
-            "SELECT workflow_uuid, name, updated_at, status, status, NULL, NULL"
+            "SELECT workflow_uuid, name, updated_at, status, status, NULL, NULL, application_name"
             f" FROM {{s}}workflow_status WHERE updated_at >= :since AND status IN ({terminal})"
             " AND name <> :skip_name ORDER BY updated_at LIMIT :limit"
         ),
         "event.set": (
             "SELECT o.workflow_uuid, w.name, o.completed_at_epoch_ms, o.function_id, h.key,"
-            " h.value, h.serialization FROM {s}operation_outputs o"
+            " h.value, h.serialization, w.application_name FROM {s}operation_outputs o"
             " JOIN {s}workflow_events_history h"
             " ON h.workflow_uuid = o.workflow_uuid AND h.function_id = o.function_id"
             " JOIN {s}workflow_status w ON w.workflow_uuid = o.workflow_uuid"
@@ -663,7 +664,7 @@ def webhook_scan_queries(is_sqlite: bool) -> dict[str, str]:
         ),
         "stream.closed": (
             "SELECT o.workflow_uuid, w.name, o.completed_at_epoch_ms, o.function_id, t.key,"
-            " NULL, NULL FROM {s}operation_outputs o JOIN {s}streams t"
+            " NULL, NULL, w.application_name FROM {s}operation_outputs o JOIN {s}streams t"
             " ON t.workflow_uuid = o.workflow_uuid AND t.function_id = o.function_id"
             " JOIN {s}workflow_status w ON w.workflow_uuid = o.workflow_uuid"
             " WHERE o.completed_at_epoch_ms >= :since"
@@ -672,7 +673,7 @@ def webhook_scan_queries(is_sqlite: bool) -> dict[str, str]:
         ),
         "message.received": (
             "SELECT n.destination_uuid, w.name, n.created_at_epoch_ms, n.message_uuid, n.topic,"
-            " n.message, n.serialization FROM {s}notifications n"
+            " n.message, n.serialization, w.application_name FROM {s}notifications n"
             " JOIN {s}workflow_status w ON w.workflow_uuid = n.destination_uuid"
             " WHERE n.created_at_epoch_ms >= :since AND w.name <> :skip_name"
             " ORDER BY n.created_at_epoch_ms LIMIT :limit"

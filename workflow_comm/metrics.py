@@ -31,6 +31,12 @@ What is counted, and when:
   (`SELECT 1` on a connection of its own), timed when it answered, counted when it did not
   within its 2 s. Once per probe, not per request: requests that arrive while a probe is under
   way share it. Probes run only when /health is asked (a load balancer, not the scrape).
+- comm_webhook_deliveries_total{outcome}, comm_webhook_attempts_total{result},
+  comm_webhook_attempt_duration_seconds, comm_webhook_enqueued_total{event}: webhook
+  deliveries that ended (delivered, failed), each POST by result and its time, and the
+  deliveries the dispatcher started (webhooks/). An attempt is counted by the process that
+  made it; an outcome by the process whose run of the delivery ended (once, unless a process
+  dies between recording it and the workflow's end).
 Counters are per process and start at zero: sum them over instances with rate().
 
 Access: with no API keys configured /metrics is open, like everything else. With keys it

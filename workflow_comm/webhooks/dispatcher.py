@@ -28,6 +28,7 @@ from typing import Any
 
 from dbos import DBOS, Queue, SetWorkflowID
 
+from workflow_comm import service
 from workflow_comm.auth import TENANT_SEPARATOR
 from workflow_comm.dbos_internals import decode_value, webhook_scan_queries
 from workflow_comm.metrics import WEBHOOK_ENQUEUED
@@ -41,7 +42,7 @@ logger = logging.getLogger("workflow_comm")
 
 LOOKBACK_MS = 5_000
 ROWS_PER_SCAN = 1_000
-# Delivery IDs started recently, kept so that overlapping scans do not start them again.
+# Every delivery workflow's ID starts so, then the webhook's ID (see delivery_id).
 DELIVERY_ID_PREFIX = "whd-"
 
 for _event in EVENT_TYPES:
@@ -63,10 +64,11 @@ class Happened:
     at: int  # epoch ms
     identity: str
     data: dict[str, Any]
+    app: str | None  # the DBOS application the workflow belongs to (None: unclaimed)
 
 
 def read_event(event: str, row: tuple[Any, ...]) -> Happened:
-    workflow_id, name, at, identity, detail, value, serialization = row
+    workflow_id, name, at, identity, detail, value, serialization, app = row
     data: dict[str, Any]
     if event == "workflow.started":
         data = {}
@@ -78,7 +80,8 @@ def read_event(event: str, row: tuple[Any, ...]) -> Happened:
         data = {"key": detail}
     else:
         data = {"topic": detail, "message": decode_value(value, serialization)}
-    return Happened(event, workflow_id, name, int(at), f"{event}|{workflow_id}|{identity}", data)
+    identity = f"{event}|{workflow_id}|{identity}"
+    return Happened(event, workflow_id, name, int(at), identity, data, app)
 
 
 def shown_id(webhook: Webhook, stored: str) -> str | None:
@@ -95,7 +98,8 @@ def matches(webhook: Webhook, happened: Happened) -> str | None:
     if happened.event not in webhook.events or happened.at < webhook.created_at // 1000 * 1000:
         return None
     public = shown_id(webhook, happened.workflow_id)
-    if public is None:
+    # Only workflows the routes serve (COMM_SERVE_APPS), as everywhere else.
+    if public is None or not service.served.serves(happened.app):
         return None
     if webhook.workflow_id_prefix is not None and not public.startswith(webhook.workflow_id_prefix):
         return None
@@ -132,7 +136,8 @@ class Dispatcher:
         self._queue = queue
         self._queries = webhook_scan_queries(store.is_sqlite)
         self._cursors: dict[str, int] = {}
-        self._started: dict[str, int] = {}  # delivery ID -> the event's time
+        # Deliveries started lately (ID -> the event's time): overlapping scans skip them.
+        self._started: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
