@@ -315,12 +315,16 @@ def test_filters_and_tenants(server: Server, receiver: Receiver) -> None:
 
 def test_a_crash_between_attempts_still_delivers(server: Server, receiver: Receiver) -> None:
     """SIGKILL while a delivery waits to retry; after a restart the retry comes, with the
-    same webhook-id, and the delivery ends delivered."""
-    path = f"/{unique_id('crash')}"
+    same webhook-id, and the delivery ends delivered. A workflow started just before the
+    kill (its delivery perhaps not started yet) is delivered too."""
+    path, late_path = f"/{unique_id('crash')}", f"/{unique_id('late')}"
     receiver.scripts[path] = [503, 204]
-    workflow_id = unique_id("crash-wf")
+    workflow_id, late_id = unique_id("crash-wf"), unique_id("late-wf")
     with server.client() as http:
-        webhook_id = register(http, receiver.url(path), ["workflow.started"])
+        webhook_id = register(
+            http, receiver.url(path), ["workflow.started"], workflow_id_prefix=workflow_id
+        )
+        register(http, receiver.url(late_path), ["workflow.started"], workflow_id_prefix=late_id)
         start(http, "events", workflow_id)
 
         def retrying() -> bool:
@@ -328,14 +332,17 @@ def test_a_crash_between_attempts_still_delivers(server: Server, receiver: Recei
             return bool(found) and found[0]["outcome"] == "retrying"
 
         wait_until(retrying, what="the first attempt recorded, the retry waiting")
+        start(http, "events", late_id)
     assert server.process is not None
     server.process.kill()
     assert len(receiver.got(path)) == 1, "the retry came before the kill"
     server.start()
-    posts = wait_until(lambda: receiver.at_least(path, 2), timeout=60)
+    posts = wait_until(lambda: receiver.at_least(path, 2), timeout=60, what="the retry")
     assert len(posts) == 2, [p.headers for p in posts]
     assert posts[0].headers["webhook-id"] == posts[1].headers["webhook-id"]
     assert verified(posts[1])["data"]["workflow_id"] == workflow_id
+    late = wait_until(lambda: receiver.got(late_path), timeout=60, what="the late event")
+    assert verified(late[0])["data"]["workflow_id"] == late_id, late
     with server.client() as http:
         wait_until(
             lambda: deliveries(http, webhook_id)[0]["outcome"] == "delivered",

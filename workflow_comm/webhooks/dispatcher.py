@@ -42,6 +42,9 @@ logger = logging.getLogger("workflow_comm")
 
 LOOKBACK_MS = 5_000
 ROWS_PER_SCAN = 1_000
+# A cursor is saved once it has moved this far: it may lag (a restart then reads a little
+# more again), and an idle server does not write every scan.
+CURSOR_SAVE_MS = 10_000
 # Every delivery workflow's ID starts so, then the webhook's ID (see delivery_id).
 DELIVERY_ID_PREFIX = "whd-"
 
@@ -136,6 +139,7 @@ class Dispatcher:
         self._queue = queue
         self._queries = webhook_scan_queries(store.is_sqlite)
         self._cursors: dict[str, int] = {}
+        self._saved: dict[str, int] | None = None  # as in the database; None: not read yet
         # Deliveries started lately (ID -> the event's time): overlapping scans skip them.
         self._started: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -149,7 +153,6 @@ class Dispatcher:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        self._cursors = await self._store.cursors()
         while True:
             try:
                 await self.scan()
@@ -162,6 +165,9 @@ class Dispatcher:
     async def scan(self) -> None:
         """Start a delivery for every new event and every webhook that wants it."""
         now = int(time.time() * 1000)
+        if self._saved is None:
+            self._saved = await self._store.cursors()
+            self._cursors = dict(self._saved)
         webhooks = await self._store.all()
         for event, sql in self._queries.items():
             cursor = self._cursors.get(event)
@@ -184,9 +190,11 @@ class Dispatcher:
             else:
                 now_for_event = now
             moved = max(cursor, now_for_event)
-            if moved != self._cursors.get(event):
+            self._cursors[event] = moved
+            # Saved only after every delivery up to it was started: it never runs ahead.
+            if moved - self._saved.get(event, 0) >= CURSOR_SAVE_MS:
                 await self._store.save_cursor(event, moved)
-                self._cursors[event] = moved
+                self._saved[event] = moved
         horizon = min(self._cursors.values(), default=now) - 2 * LOOKBACK_MS
         for key in [k for k, at in self._started.items() if at < horizon]:
             del self._started[key]
