@@ -39,7 +39,7 @@ SETTINGS = {
     "COMM_WEBHOOK_ALLOW_PRIVATE": "true",
     "COMM_WEBHOOK_RETRY_BASE_SEC": "2",
     "COMM_WEBHOOK_MAX_ATTEMPTS": "3",
-    "COMM_WEBHOOK_TIMEOUT_SEC": "1",
+    "COMM_WEBHOOK_TIMEOUT_SEC": "2",
     "COMM_WEBHOOK_SCAN_INTERVAL_SEC": "0.2",
 }
 ALL_EVENTS = [
@@ -106,7 +106,10 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", state.port), Handler)
+    class Listener(http.server.ThreadingHTTPServer):
+        request_queue_size = 128  # the default 5 refuses a burst of deliveries
+
+    server = Listener(("127.0.0.1", state.port), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -120,7 +123,7 @@ def receiver() -> Iterator[Receiver]:
 class Server:
     """The server under test, restartable (same executor ID, database and folder)."""
 
-    database_url: str
+    database_url: str | None  # None: the SQLite default, in `workdir`
     executor_id: str
     workdir: Path
     process: ServerProcess | None = None
@@ -146,6 +149,16 @@ def server(
     if postgres is not None:
         url = postgres.create_database(unique_id("webhooks").replace("-", "_"))
     state = Server(url, unique_id("webhooks-executor"), tmp_path_factory.mktemp("webhooks"))
+    state.start()
+    yield state
+    if state.process is not None:
+        state.process.stop()
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The same settings on the SQLite default (no LISTEN/NOTIFY; DBOS stamps to the second)."""
+    state = Server(None, unique_id("webhooks-sqlite"), tmp_path_factory.mktemp("webhooks-sqlite"))
     state.start()
     yield state
     if state.process is not None:
@@ -207,9 +220,15 @@ def test_a_failed_attempt_is_retried_with_the_same_webhook_id(
         ], delivery
 
 
-def test_every_event_type_is_delivered(server: Server, receiver: Receiver) -> None:
+@pytest.mark.parametrize("database", ["postgres", "sqlite"])
+def test_every_event_type_is_delivered(
+    database: str, request: pytest.FixtureRequest, receiver: Receiver
+) -> None:
     """workflow.started and .finished, event.set, stream.closed and message.received each
-    reach a webhook that asks for them all."""
+    reach a webhook that asks for them all, on Postgres and on SQLite."""
+    server: Server = request.getfixturevalue(
+        "server" if database == "postgres" else "sqlite_server"
+    )
     path = f"/{unique_id('all')}"
     streamed, messaged = unique_id("all-stream"), unique_id("all-msg")
     with server.client() as http:
@@ -412,10 +431,20 @@ def test_bounds_on_events_filters_and_count(strict_server: ServerProcess) -> Non
         assert http.get("/webhooks/nope/deliveries").status_code == 422
 
 
-def test_webhooks_are_off_without_a_secret(tmp_path: Path) -> None:
-    """Without COMM_WEBHOOK_SECRET the routes answer 404 and say how to turn them on."""
-    with ServerProcess(None, workdir=tmp_path) as process, process.client() as http:
-        response = http.get("/webhooks")
+def test_webhooks_are_off_without_a_secret() -> None:
+    """Without COMM_WEBHOOK_SECRET the routes answer 404 and say how to turn them on (the
+    app in this process, without its lifespan: nothing of webhooks is started)."""
+    import asyncio
+
+    from workflow_comm.app import create_app
+    from workflow_comm.settings import Settings
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(create_app(Settings(webhook_secret=None)))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            return await http.get("/webhooks")
+
+    response = asyncio.run(get())
     assert response.status_code == 404, response.text
     assert "COMM_WEBHOOK_SECRET" in response.json()["detail"], response.text
 
@@ -435,3 +464,32 @@ def test_the_signature_is_standard_webhooks() -> None:
     signed = f"msg_1.{int(now.timestamp())}.{body}".encode()
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     assert signature == f"v1,{expected}", signature
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://93.184.216.34/hook", True),
+        ("http://[2606:4700::1111]:8080/hook", True),
+        ("http://127.0.0.1/hook", False),
+        ("http://[::ffff:10.0.0.1]/hook", False),
+        ("http://100.64.0.1/hook", False),
+        ("http://224.0.0.1/hook", False),
+        ("http://localhost/hook", False),
+    ],
+)
+def test_each_attempt_checks_the_address_it_connects_to(url: str, allowed: bool) -> None:
+    """resolve(), which every attempt calls before it connects, refuses what registration
+    refuses (so a name that now resolves to a private address fails the attempt), and
+    connects to the address it checked."""
+    import asyncio
+
+    from workflow_comm.webhooks.targets import TargetRefused, resolve
+
+    if not allowed:
+        with pytest.raises(TargetRefused):
+            asyncio.run(resolve(url, allow_private=False))
+        assert asyncio.run(resolve(url, allow_private=True)).url == url
+        return
+    target = asyncio.run(resolve(url, allow_private=False))
+    assert target.url == url, target  # an IP literal: connected to as it is

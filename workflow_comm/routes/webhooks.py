@@ -74,7 +74,8 @@ async def webhooks_lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def webhook_store(connection: HTTPConnection) -> WebhookStore:
     """Dependency: the app's webhook store; 404 if no COMM_WEBHOOK_SECRET is set."""
-    store: WebhookStore | None = connection.app.state.webhook_store
+    # Unset until the lifespan ran, None when webhooks are off.
+    store: WebhookStore | None = getattr(connection.app.state, "webhook_store", None)
     if store is None:
         raise HTTPException(404, NOT_ENABLED)
     return store

@@ -116,7 +116,7 @@ async def attempt(msg_id: str, url: str, body: str, timeout: float) -> dict[str,
         result, error = "refused", str(exc)
     except (TimeoutError, httpx.TimeoutException):
         result, error = "timeout", f"no answer within {timeout:g} s"
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         result, error = "connection_error", f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - started
     WEBHOOK_ATTEMPTS.labels(result).inc()

@@ -14,11 +14,16 @@ header and, for https, the original name for SNI and certificate checks.
 
 import asyncio
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+import httpx
+
 URL_MAX_LEN = 2048
+# A host name: dot-separated labels of letters, digits and hyphens (after IDNA encoding).
+HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*\.?")
 
 
 class TargetRefused(ValueError):
@@ -30,7 +35,8 @@ def check_url(url: str) -> SplitResult:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
+        httpx.URL(url)  # what the attempts will send to: httpx must take it too
+    except (ValueError, httpx.InvalidURL) as exc:
         raise TargetRefused(f"not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise TargetRefused("the URL must start with http:// or https://")
@@ -38,9 +44,25 @@ def check_url(url: str) -> SplitResult:
         raise TargetRefused("the URL may not carry a user name or password")
     if not parts.hostname:
         raise TargetRefused("the URL has no host")
+    if ip_literal(parts.hostname) is None and not HOST_NAME.fullmatch(_ascii(parts.hostname)):
+        raise TargetRefused(f"{parts.hostname!r} is not a host name")
     if port == 0:
         raise TargetRefused("the URL's port must be 1-65535")
     return parts
+
+
+def _ascii(host: str) -> str:
+    try:
+        return host.encode("idna").decode()
+    except UnicodeError:
+        return ""
+
+
+def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -67,6 +89,14 @@ async def resolve(url: str, *, allow_private: bool) -> Target:
     host = parts.hostname or ""
     if allow_private:
         return Target(url)
+    literal_address = ip_literal(host)
+    if literal_address is not None:
+        if not is_public(literal_address):
+            raise TargetRefused(
+                f"{host} is a private, loopback or link-local address; set "
+                "COMM_WEBHOOK_ALLOW_PRIVATE=true to allow that"
+            )
+        return Target(url)  # nothing to resolve, nothing to rebind
     port = parts.port or (443 if parts.scheme == "https" else 80)
     loop = asyncio.get_running_loop()
     try:
@@ -86,4 +116,6 @@ async def resolve(url: str, *, allow_private: bool) -> Target:
     literal = f"[{address}]" if address.version == 6 else str(address)
     netloc = f"{literal}:{parts.port}" if parts.port else literal
     pinned = parts._replace(netloc=netloc).geturl()
-    return Target(pinned, host_header=parts.netloc, sni_hostname=host)
+    name = _ascii(host)
+    host_header = f"{name}:{parts.port}" if parts.port else name
+    return Target(pinned, host_header=host_header, sni_hostname=name)
