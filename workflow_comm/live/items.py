@@ -75,5 +75,12 @@ class Shutdown:
     reason: str = "The server is shutting down; reconnect to resume."
 
 
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Nothing more is ready now: write what was gathered before waiting for more."""
+
+
+FLUSH = Flush()
+
 Item = StreamValue | StreamEnd | EventSet | EventsEnd | StatusChange | StatusEnd
 Control = Overflow | Shutdown

@@ -22,6 +22,7 @@ from workflow_comm.live.feed import Interest, Subscriber
 from workflow_comm.live.frames import PING, cut_off_sse, encode
 from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
 from workflow_comm.live.items import (
+    FLUSH,
     EventsEnd,
     EventSet,
     Overflow,
@@ -72,6 +73,27 @@ class EventStream(StreamingResponse):
     def __init__(self, frames: AsyncIterator[bytes], status_code: int = 200) -> None:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         super().__init__(frames, status_code=status_code, headers=headers)
+
+
+GATHER_BYTES = 64 * 1024  # at most this much written at once (a frame may take it past)
+
+
+async def gathered(frames: AsyncIterator[bytes | None]) -> AsyncIterator[bytes]:
+    """The frames ready together joined into one write; None from `frames`: nothing more
+    is ready now (Subscriber.items' FLUSH)."""
+    batch: list[bytes] = []
+    size = 0
+    async for frame in frames:
+        if frame is not None:
+            batch.append(frame)
+            size += len(frame)
+            if size < GATHER_BYTES:
+                continue
+        if batch:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 # The id of an event received: a stream offset, or an event version. A stream resumes at the
@@ -217,10 +239,12 @@ async def live_stream(
     Ends with `event: closed`; `overflow` or `shutdown` carry `resume_offset` instead.
     """
 
-    async def frames() -> AsyncIterator[bytes]:
+    async def frames() -> AsyncIterator[bytes | None]:
         next_offset = sub.interest.stream_offset
-        async for item in sub.items(workflow_id, hub.heartbeat):
-            if item is None:
+        async for item in sub.items(workflow_id, hub.heartbeat, flushes=True):
+            if item is FLUSH:
+                yield None
+            elif item is None:
                 yield PING
             elif isinstance(item, StreamValue):
                 next_offset = item.offset + 1
@@ -231,7 +255,7 @@ async def live_stream(
             elif isinstance(item, (Overflow, Shutdown)):
                 yield cut_off_sse(item, {"resume_offset": next_offset})
 
-    return EventStream(frames())
+    return EventStream(gathered(frames()))
 
 
 @router.get("/workflow-events/{workflow_id}/live", response_class=EventStream, responses=SSE_OK)
@@ -246,10 +270,12 @@ async def live_events(
     `Last-Event-ID: V` only keys changed since V are sent, each with its current value.
     """
 
-    async def frames() -> AsyncIterator[bytes]:
+    async def frames() -> AsyncIterator[bytes | None]:
         last = sub.interest.events_after
-        async for item in sub.items(workflow_id, hub.heartbeat):
-            if item is None:
+        async for item in sub.items(workflow_id, hub.heartbeat, flushes=True):
+            if item is FLUSH:
+                yield None
+            elif item is None:
                 yield PING
             elif isinstance(item, EventSet):
                 last = item.version
@@ -260,7 +286,7 @@ async def live_events(
             elif isinstance(item, (Overflow, Shutdown)):
                 yield cut_off_sse(item, {"last_event_id": last})
 
-    return EventStream(frames())
+    return EventStream(gathered(frames()))
 
 
 @router.get("/workflows/{workflow_id}/live", response_class=EventStream, responses=SSE_OK)
@@ -271,9 +297,11 @@ async def live_status(
 ) -> EventStream:
     """The workflow's status now and at every change; `closed` carries its result or error."""
 
-    async def frames() -> AsyncIterator[bytes]:
-        async for item in sub.items(workflow_id, hub.heartbeat):
-            if item is None:
+    async def frames() -> AsyncIterator[bytes | None]:
+        async for item in sub.items(workflow_id, hub.heartbeat, flushes=True):
+            if item is FLUSH:
+                yield None
+            elif item is None:
                 yield PING
             elif isinstance(item, StatusChange):
                 PUSHED_STATUS.inc()
@@ -283,7 +311,7 @@ async def live_status(
             elif isinstance(item, (Overflow, Shutdown)):
                 yield cut_off_sse(item, {})
 
-    return EventStream(frames())
+    return EventStream(gathered(frames()))
 
 
 async def list_subscription(
@@ -323,9 +351,11 @@ async def live_workflows(
     A client that falls too far behind gets `event: overflow` and the response ends.
     """
 
-    async def frames() -> AsyncIterator[bytes]:
-        async for item in watcher.sub.items("", hub.heartbeat):
-            if item is None:
+    async def frames() -> AsyncIterator[bytes | None]:
+        async for item in watcher.sub.items("", hub.heartbeat, flushes=True):
+            if item is FLUSH:
+                yield None
+            elif item is None:
                 yield PING
             elif isinstance(item, StatusChange):
                 shown = watcher.shown_id(item.workflow.workflow_id)
@@ -337,4 +367,4 @@ async def live_workflows(
             elif isinstance(item, (Overflow, Shutdown)):
                 yield cut_off_sse(item, {})
 
-    return EventStream(frames())
+    return EventStream(gathered(frames()))
