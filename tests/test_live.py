@@ -43,6 +43,14 @@ def start(client: httpx.Client, kind: str, workflow_id: str, n_steps: int, **par
     assert response.status_code == 200, f"start {kind}: {response.status_code} {response.text}"
 
 
+def overflow_count(client: httpx.Client) -> float:
+    """comm_live_overflows_total: live clients cut off for falling behind."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("comm_live_overflows_total "):
+            return float(line.split()[1])
+    raise AssertionError("comm_live_overflows_total is not in /metrics")
+
+
 def sse_events(source: EventSource) -> Iterator[ServerSentEvent]:
     """The events a browser's EventSource would dispatch, up to and including an end event.
 
@@ -441,16 +449,27 @@ def test_slow_consumer_is_cut_off_and_resumes_without_loss(
     workflow_id, n_steps = unique_id("live-slow"), 350
     memory_before = tuned.get("/health").json()["memory_mb"]
     start(tuned, "streaming", workflow_id, n_steps, step_seconds=0)
+    # Written whole first, so the client's pause below lasts only as long as the server takes
+    # to fill the buffers and cut it off, however loaded the machine.
+    finished(tuned, workflow_id, timeout=120)
+    overflows_before = overflow_count(tuned)
     path = f"/workflow-stream/{workflow_id}/live"
-    # A small receive buffer on the client's side too, so the ~120 KB of this stream overflow them.
+    # A small receive buffer on the client's side too, so the ~120 KB of this stream overflow
+    # them. A buffer this small makes the client's kernel drop some segments while it does
+    # not read, and the server's kernel retransmits them with exponential backoff: a pause of
+    # tens of seconds would leave the client waiting about as long once it reads again.
     small_buffer = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
     slow_client = httpx.Client(base_url=str(tuned.base_url), transport=small_buffer)
     with slow_client, connect_sse(slow_client, "GET", path, timeout=SSE_TIMEOUT) as source:
         events = sse_events(source)
         slow = [next(events)]
-        # Stop reading until the workflow has written everything: the socket buffers and
-        # then the server's queue for this client fill up, and the client is cut off.
-        finished(tuned, workflow_id, timeout=120)
+        # Stop reading until the server has cut this client off: the socket buffers and then
+        # the server's queue for this client fill up.
+        wait_until(
+            lambda: overflow_count(tuned) > overflows_before,
+            timeout=60,
+            what="the server cuts the slow client off",
+        )
         slow.extend(events)
     memory_after = tuned.get("/health").json()["memory_mb"]
     assert slow[-1].event == "overflow", (

@@ -27,6 +27,8 @@ What is counted, and when:
 - comm_messages_sent_total{transport}: messages accepted for a workflow (http or websocket).
 - comm_live_pushed_total{transport,type}: stream entries (type="stream"), event changes and
   status changes handed to live clients (sse or websocket).
+- comm_live_overflows_total: live clients cut off (`overflow`) for falling COMM_LIVE_BUFFER
+  items behind.
 - comm_db_probe_duration_seconds, comm_db_probe_failures_total: GET /health's database probe
   (`SELECT 1` on a connection of its own), timed when it answered, counted when it did not
   within its 2 s. Once per probe, not per request: requests that arrive while a probe is under
@@ -91,6 +93,10 @@ LIVE_PUSHED = Counter(
     "comm_live_pushed_total",
     "Stream entries, event changes and status changes sent to live clients.",
     ["transport", "type"],
+)
+LIVE_OVERFLOWS = Counter(
+    "comm_live_overflows_total",
+    "Live clients cut off (event `overflow`) for falling COMM_LIVE_BUFFER items behind.",
 )
 
 DB_PROBE_DURATION = Histogram(
