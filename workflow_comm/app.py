@@ -28,8 +28,10 @@ from workflow_comm.routes import (
     events,
     health,
     live,
+    mailbox,
     messaging,
     metrics,
+    requests,
     streaming,
     tokens,
     websocket,
@@ -65,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install(app, settings, demo_workflows=settings.demo_workflows)
     if settings.demo_workflows:
-        for area in (events, messaging, streaming):
+        for area in (events, messaging, streaming, requests):
             app.include_router(
                 area.start_router,
                 dependencies=[Depends(bind_workflow_id), Depends(authorize)],
@@ -122,6 +124,8 @@ def _install(app: FastAPI, settings: Settings, *, demo_workflows: bool) -> None:
         (messaging, authorize_send),
         (streaming, authorize),
         (control, authorize),
+        (mailbox, authorize),
+        (requests, authorize_send),
     ):
         app.include_router(
             area.router,

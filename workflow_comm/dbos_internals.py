@@ -29,6 +29,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
@@ -386,12 +387,73 @@ def like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
+# How DBOS stores the topic None.
+NULL_TOPIC = _sys_db._dbos_null_topic
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    message_id: str
+    topic: str | None
+    payload: Any
+    sent_at: int
+    consumed: bool
+    consumed_at: int | None
+    consumed_by: int | None
+    idempotency_key: str | None
+
+
+def _stored_message(workflow_id: str, row: Sequence[Any]) -> StoredMessage:
+    message_id, topic, text, serialization, sent_at, consumed, consumed_by, consumed_at = row
+    try:
+        payload = decode_portable(text, serialization)
+    except (NotPortable, ValueError):
+        payload = None  # pickled (never unpickled here), or not JSON
+    suffix = f"::{workflow_id}"
+    key = message_id.removesuffix(suffix) if message_id.endswith(suffix) else None
+    return StoredMessage(
+        message_id=message_id,
+        topic=None if topic == NULL_TOPIC else topic,
+        payload=payload,
+        sent_at=int(sent_at),
+        consumed=bool(consumed),
+        consumed_at=None if consumed_at is None else int(consumed_at),
+        consumed_by=None if consumed_by is None else int(consumed_by),
+        idempotency_key=key,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineRows:
+    """Rows as read: status (created_at, executor_id, status, updated_at, completed_at,
+    recovery_attempts, started_at_epoch_ms); operations (function_id, function_name, started,
+    completed, output, output length, error, serialization, child workflow); events
+    (function_id, key, value, length, serialization); streams (function_id, key, offset,
+    value, length, serialization)."""
+
+    status: Sequence[Any] | None
+    operations: list[tuple[Any, ...]]
+    events: list[tuple[Any, ...]]
+    streams: list[tuple[Any, ...]]
+    messages: list[StoredMessage]
+
+
+# DBOS's names for the operations it records in operation_outputs (function_name).
+OP_SET_EVENT = "DBOS.setEvent"
+OP_WRITE_STREAM = "DBOS.writeStream"
+OP_CLOSE_STREAM = "DBOS.closeStream"
+OP_RECV = "DBOS.recv"
+OP_SEND = "DBOS.send"
+DBOS_OPERATION_PREFIX = "DBOS."
+
+
 class DirectReads(ABC):
     """One workflow's status, events or stream page, or a list, each in one statement."""
 
     def __init__(self, is_sqlite: bool) -> None:
         schema = "" if is_sqlite else "dbos."
         self._sqlite = is_sqlite
+        self._schema = schema
         status_columns = _STATUS_COLUMNS.format(schema=schema)
         self._status_sql = self._sql(f"{status_columns} WHERE s.workflow_uuid = %(id)s")
         self._list_base = status_columns
@@ -525,6 +587,90 @@ class DirectReads(ABC):
         sql += " ORDER BY s.created_at DESC LIMIT %(limit)s"
         rows = await self._rows(self._sql(sql), params)
         return [_stored_status(row) for row in rows]
+
+    # -- the mailbox and the timeline (routes/mailbox.py, routes/timeline.py) ----------------
+    #
+    # DBOS 3.4.0 keeps every message in `notifications` after a recv takes it: `consumed` is
+    # set and `consumed_by_function_id` names the recv (its row in `operation_outputs`, with
+    # the time it was recorded, in the same transaction). `message_uuid` is
+    # "<idempotency key>::<destination>" for a send with a key, else a random UUID. A topic of
+    # None is stored as NULL_TOPIC. Only DBOS's rewind deletes messages.
+
+    async def messages(
+        self,
+        workflow_id: str,
+        *,
+        topic: str | None,
+        consumed: bool | None,
+        limit: int,
+        offset: int,
+    ) -> list[StoredMessage]:
+        """The workflow's messages, oldest first (the order recv takes them in, per topic)."""
+        where = ["n.destination_uuid = %(id)s"]
+        params: dict[str, Any] = {"id": workflow_id, "limit": limit, "offset": offset}
+        if topic is not None:
+            where.append("n.topic = %(topic)s")
+            params["topic"] = topic
+        if consumed is not None:
+            where.append("n.consumed = %(consumed)s")
+            params["consumed"] = consumed
+        sql = self._messages_sql(" AND ".join(where)) + " LIMIT %(limit)s OFFSET %(offset)s"
+        rows = await self._rows(self._sql(sql), params)
+        return [_stored_message(workflow_id, row) for row in rows]
+
+    def _messages_sql(self, where: str) -> str:
+        schema = self._schema
+        return (
+            "SELECT n.message_uuid, n.topic, n.message, n.serialization, n.created_at_epoch_ms,"
+            " n.consumed, n.consumed_by_function_id, o.completed_at_epoch_ms"
+            f" FROM {schema}notifications n LEFT JOIN {schema}operation_outputs o"
+            " ON o.workflow_uuid = n.destination_uuid AND o.function_id = n.consumed_by_function_id"
+            f" WHERE {where} ORDER BY n.created_at_epoch_ms,"
+            # Sent in the same millisecond (the same second, on SQLite): consumed ones in the
+            # order their recvs took them, then in the order written (SQLite's rowid).
+            " n.consumed_by_function_id IS NULL, n.consumed_by_function_id,"
+            f" {'n.rowid' if self._sqlite else 'n.message_uuid'}"
+        )
+
+    async def timeline_rows(self, workflow_id: str, *, max_rows: int, chars: int) -> TimelineRows:
+        """What DBOS keeps of one workflow's history, each kind in one statement (at most
+        `max_rows` of each, oldest first; stored values cut to `chars` + 1 characters)."""
+        schema = self._schema
+        params = {"id": workflow_id, "max": max_rows, "chars": chars + 1}
+        status_sql = (
+            "SELECT created_at, executor_id, status, updated_at, completed_at, recovery_attempts,"
+            f" started_at_epoch_ms FROM {schema}workflow_status WHERE workflow_uuid = %(id)s"
+        )
+        operations_sql = (
+            "SELECT function_id, function_name, started_at_epoch_ms, completed_at_epoch_ms,"
+            " substr(output, 1, %(chars)s), length(output), substr(error, 1, %(chars)s),"
+            f" serialization, child_workflow_id FROM {schema}operation_outputs"
+            " WHERE workflow_uuid = %(id)s ORDER BY function_id LIMIT %(max)s"
+        )
+        events_sql = (
+            "SELECT function_id, key, substr(value, 1, %(chars)s), length(value), serialization"
+            f" FROM {schema}workflow_events_history WHERE workflow_uuid = %(id)s"
+            " ORDER BY function_id LIMIT %(max)s"
+        )
+        streams_sql = (
+            'SELECT function_id, key, "offset", substr(value, 1, %(chars)s), length(value),'
+            f" serialization FROM {schema}streams WHERE workflow_uuid = %(id)s"
+            ' ORDER BY function_id, "offset" LIMIT %(max)s'
+        )
+        reads = [
+            self._rows(self._sql(sql), params)
+            for sql in (status_sql, operations_sql, events_sql, streams_sql)
+        ]
+        messages_sql = self._messages_sql("n.destination_uuid = %(id)s") + " LIMIT %(max)s"
+        reads.append(self._rows(self._sql(messages_sql), params))
+        status, operations, events, streams, messages = await asyncio.gather(*reads)
+        return TimelineRows(
+            status=status[0] if status else None,
+            operations=operations,
+            events=events,
+            streams=streams,
+            messages=[_stored_message(workflow_id, row) for row in messages],
+        )
 
 
 class PostgresReads(DirectReads):
