@@ -290,6 +290,9 @@ def test_mailbox_of_another_tenants_workflow_is_404(server: ServerProcess) -> No
         ok(http.post(f"/start-workflow-service/{wf}", params={"idle_timeout": LONG}, headers=acme))
         ok(http.post(f"/send-message/{wf}?topic=memo", json={"a": 1}, headers=acme))
         assert http.get(f"/workflows/{wf}/messages", headers=beta).status_code == 404
+        assert http.get(f"/workflows/{wf}/timeline", headers=beta).status_code == 404
+        live = http.get(f"/workflows/{wf}/timeline/live", params={"api_key": BETA_KEY})
+        assert live.status_code == 404, live.text
         assert ask_with(http, beta, wf).status_code == 404
         ok(http.post(f"/start-workflow-service/{wf}", params={"idle_timeout": LONG}, headers=beta))
         assert ok(http.get(f"/workflows/{wf}/messages", headers=beta))["data"] == []
@@ -334,9 +337,7 @@ def test_request_survives_a_sigkill_and_a_retry_with_the_same_key(crash_database
 
             thread = threading.Thread(target=request)
             thread.start()
-            wait_until(
-                lambda: mailbox(http, wf, state="consumed"), what="the service to take it"
-            )
+            wait_until(lambda: mailbox(http, wf, state="consumed"), what="the service to take it")
             not_yet = http.get(f"/workflow-events/{wf}/{reply_key}", params={"timeout": 0})
             first.kill()
             thread.join(timeout=30)
@@ -350,3 +351,11 @@ def test_request_survives_a_sigkill_and_a_retry_with_the_same_key(crash_database
         assert served(http, wf) == 1
         messages = mailbox(http, wf)
         assert [(m["idempotency_key"], m["consumed"]) for m in messages] == [(key, True)]
+        timeline = ok(http.get(f"/workflows/{wf}/timeline"))["data"]
+    ids = [entry["id"] for entry in timeline]
+    assert len(ids) == len(set(ids)), f"listed twice: {ids}"
+    types = [entry["type"] for entry in timeline]
+    assert "recovery" in types, f"the recovery does not show: {types}"
+    assert types.count("message_received") == 1, types
+    replies = [e for e in timeline if e["type"] == "event" and e["key"] == reply_key]
+    assert len(replies) == 1, replies

@@ -33,6 +33,7 @@ from workflow_comm.routes import (
     metrics,
     requests,
     streaming,
+    timeline,
     tokens,
     websocket,
 )
@@ -117,6 +118,11 @@ def _install(app: FastAPI, settings: Settings, *, demo_workflows: bool) -> None:
             {401: UNAUTHORIZED, 422: OUT_OF_BOUNDS, 503: "Too many live connections"}, sse=True
         ),
     )
+    app.include_router(
+        timeline.live_router,
+        dependencies=[Depends(bind_workflow_id), Depends(authorize_live)],
+        responses=error_responses(WORKFLOW_ERRORS, sse=True),
+    )
     app.include_router(websocket.router)  # authorizes in its handler, with close codes
     # A token with the send scope may POST to the messaging routes, and to no others.
     for area, authorization in (
@@ -125,6 +131,7 @@ def _install(app: FastAPI, settings: Settings, *, demo_workflows: bool) -> None:
         (streaming, authorize),
         (control, authorize),
         (mailbox, authorize),
+        (timeline, authorize),
         (requests, authorize_send),
     ):
         app.include_router(
