@@ -10,10 +10,10 @@ What DBOS 3.4.0 keeps, and so what a timeline can truthfully show:
 - `streams`: each value written (key, offset) and the close marker, joined the same way.
 - `notifications`: each message sent to the workflow (when), and which recv took it.
 
-Entries are ordered by when DBOS recorded each one: a step when it finished (it is shown with
-its start and end), a message when it was sent; ties keep the workflow's own order. `created`
-comes first and the status or `end` last. On SQLite, DBOS records the workflow's and the
-messages' times to the second (operations to the millisecond): a message may sort a little early.
+Entries are in the workflow's own order (its operations by function_id), with each message
+sent to it placed by when it was sent; `created` comes first and the status or `end` last.
+On SQLite, DBOS records the workflow's and the messages' times to the second (operations to
+the millisecond): there a message may sort a little early.
 """
 
 import json
@@ -74,6 +74,7 @@ def build_timeline(
             )
         )
 
+    previous = created
     events = {int(r[0]): r for r in rows.events}
     streams: dict[int, list[tuple[Any, ...]]] = {}
     for row in rows.streams:
@@ -94,7 +95,10 @@ def build_timeline(
         fid = int(fid)
         start = None if started is None else int(started)
         end = None if completed is None else int(completed)
-        recorded = end if end is not None else (start if start is not None else created)
+        # The workflow's own order (function_id), placed in time by when each began (a recv:
+        # when it took its message), never before the operation ahead of it.
+        began = end if name == di.OP_RECV else start
+        recorded = previous = max(previous, began if began is not None else previous)
         base: dict[str, Any] = {
             "at": start if start is not None else end,
             "step_id": fid,
@@ -163,7 +167,7 @@ def build_timeline(
             id=f"msg-{message.message_id}",
             topic=message.topic,
             message_id=message.message_id,
-            **shown(json.dumps(message.payload), None, None, chars),
+            **shown(sent := json.dumps(message.payload), len(sent), None, chars),
         )
         keyed.append(((1, message.sent_at, 2, -1), entry))
 
