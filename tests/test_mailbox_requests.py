@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.support import (
+    AsyncClientAsSync,
     OwnServer,
     ServerProcess,
     ThrowawayPostgres,
@@ -359,3 +360,34 @@ def test_request_survives_a_sigkill_and_a_retry_with_the_same_key(crash_database
     assert types.count("message_received") == 1, types
     replies = [e for e in timeline if e["type"] == "event" and e["key"] == reply_key]
     assert len(replies) == 1, replies
+
+
+# -- the typed clients ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_typed_clients_request_read_the_mailbox_and_the_timeline(
+    server: ServerProcess, kind: str
+) -> None:
+    """Both typed clients (one set of flows): a reply, NoReply on a timeout, the mailbox and
+    the timeline."""
+    from workflow_comm.client import NoReply, TypedWorkflowClient
+
+    client: Any = (
+        TypedWorkflowClient(server.base_url, api_key=WRITE_KEY)
+        if kind == "sync"
+        else AsyncClientAsSync(server.base_url, api_key=WRITE_KEY)
+    )
+    with client:
+        wf = unique_id(f"client-{kind}")
+        assert client.start_workflow_service(wf, idle_timeout=LONG).created
+        answer = client.request(wf, {"n": 12}, idempotency_key="client-key")
+        assert answer.reply == {"n": 12, "fibonacci": 144}, answer
+        with pytest.raises(NoReply):
+            client.request(wf, {"n": 1}, topic="unheard", timeout=0.2)
+        pending = client.list_messages(wf, state="pending")
+        assert [m.topic for m in pending.data] == ["unheard"], pending
+        consumed = client.list_messages(wf, state="consumed")
+        assert [m.idempotency_key for m in consumed.data] == ["client-key"], consumed
+        entries = client.get_timeline(wf).data
+        assert entries[0].type == "created" and "message_received" in {e.type for e in entries}

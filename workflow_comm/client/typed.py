@@ -71,7 +71,13 @@ from workflow_comm.models import (
     WorkflowsPublic,
     WorkflowStatusName,
 )
-from workflow_comm.names import STREAM_PROGRESS, TOPIC_NOTIFICATION, WorkflowKind
+from workflow_comm.models_mailbox import (
+    MessagesPublic,
+    RequestReplied,
+    ServiceWorkflowStarted,
+    TimelinePublic,
+)
+from workflow_comm.names import STREAM_PROGRESS, TOPIC_NOTIFICATION, MailboxState, WorkflowKind
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -495,6 +501,51 @@ class TypedWorkflowClient(_Base[httpx.Client]):
         """The server's health report; `status` is "degraded" when the database is away."""
         return self._do(flows.health())
 
+    # -- request/reply, the mailbox, the timeline --------------------------------------------
+
+    def start_workflow_service(
+        self,
+        workflow_id: str,
+        idle_timeout: float | None = None,
+        step_seconds: float | None = None,
+    ) -> ServiceWorkflowStarted:
+        """Start a service workflow that answers {"n": k} with F(k) until idle for
+        `idle_timeout` seconds (`created` is False if it existed)."""
+        return self._do(flows.start_service(workflow_id, idle_timeout, step_seconds))
+
+    def request(
+        self,
+        workflow_id: str,
+        payload: Mapping[str, Any],
+        topic: str | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> RequestReplied:
+        """Send a request and return the workflow's reply (`reply`), waiting up to `timeout` s.
+
+        With an `idempotency_key`, a repeat (after NoReply, or a lost connection) gets the same
+        reply and the workflow handles the request once. Raises NoReply (a ClientTimeout) if
+        no reply came in time, Conflict if the workflow finished without replying.
+        """
+        return self._do(flows.request(workflow_id, payload, topic, timeout, idempotency_key))
+
+    def list_messages(
+        self,
+        workflow_id: str,
+        topic: str | None = None,
+        state: MailboxState | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> MessagesPublic:
+        """The workflow's mailbox, oldest first: `state` "pending", "consumed" or "all"."""
+        return self._do(flows.list_messages(workflow_id, topic, state, limit, offset))
+
+    def get_timeline(
+        self, workflow_id: str, limit: int | None = None, offset: int | None = None
+    ) -> TimelinePublic:
+        """What happened to the workflow, in order (a page of it)."""
+        return self._do(flows.get_timeline(workflow_id, limit, offset))
+
 
 # ---------------------------------------------------------------------------------------------
 # The asyncio client
@@ -697,6 +748,10 @@ class AsyncWorkflowClient(_Base[httpx.AsyncClient]):
     cancel_workflow = awaiting(TypedWorkflowClient.cancel_workflow)
     resume_workflow = awaiting(TypedWorkflowClient.resume_workflow)
     health = awaiting(TypedWorkflowClient.health)
+    start_workflow_service = awaiting(TypedWorkflowClient.start_workflow_service)
+    request = awaiting(TypedWorkflowClient.request)
+    list_messages = awaiting(TypedWorkflowClient.list_messages)
+    get_timeline = awaiting(TypedWorkflowClient.get_timeline)
 
 
 def public_methods(cls: type) -> dict[str, Any]:
