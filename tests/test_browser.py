@@ -554,3 +554,34 @@ def test_api_key_read_only_is_told_it_cannot_start(
             "This key can read but not start or send"
         )
         expect(page.locator("#followed-body")).to_be_hidden()
+
+
+# -- mailbox and timeline ------------------------------------------------------------------
+
+
+def test_mailbox_and_timeline_of_the_followed_workflow(
+    dashboard: Dashboard, client: httpx.Client
+) -> None:
+    """Following a messaging workflow: a message on another topic shows pending in the mailbox
+    and the approval consumed; the timeline lists each entry once and draws the steps as bars
+    and the rest as marks."""
+    page = dashboard.page
+    wf = unique_id("ui-history")
+    dashboard.start("messaging", 2, 0.2, wf)
+    expect(page.locator("#f-step")).to_have_text(STATUS_WAITING)
+    page.get_by_label("Topic").fill("audit")
+    page.get_by_label("Message (a JSON object)").fill('{"note": "kept"}')
+    page.get_by_role("button", name="Send message").click()
+    pending = page.locator('#mailbox-rows tr[data-state="pending"]')
+    expect(pending).to_have_count(1)
+    expect(pending).to_contain_text('{"note":"kept"}')
+    page.get_by_role("button", name="Approve", exact=True).click()
+    expect(page.locator("#f-status")).to_have_text("SUCCESS")
+    expect(page.locator('#timeline-list li[data-type="end"]')).to_have_count(1)
+    expect(page.locator('#mailbox-rows tr[data-state="consumed"]')).to_have_count(1)
+    expect(pending).to_have_count(1)
+    expect(page.locator("#timeline-chart rect.bar.step")).to_have_count(2)
+    expect(page.locator("#timeline-chart circle.mark.message_received")).to_have_count(1)
+    entries = client.get(f"/workflows/{wf}/timeline").json()["data"]
+    listed = page.eval_on_selector_all("#timeline-list li", "items => items.length")
+    assert listed == len(entries), f"{listed} listed, the timeline has {len(entries)}"

@@ -5,6 +5,7 @@
 import { apiKey, listenToAnswers, request, segment, setApiKey } from "./api.js";
 import { config } from "./config.js";
 import { FollowedWorkflow } from "./follow.js";
+import { WorkflowHistory } from "./history.js";
 import { RecentList } from "./recent.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,6 +14,7 @@ const idInput = $("workflow-id");
 const idPattern = new RegExp(config.workflowIdPattern);
 
 const kind = () => form.elements.kind.value;
+const history = new WorkflowHistory(); // the followed workflow's mailbox and timeline
 
 let suggested = "";
 
@@ -104,6 +106,7 @@ async function start(event, followed, recent) {
 
 async function followWorkflow(id, followed, recent) {
   if (await followed.follow(id)) {
+    history.show(id);
     recent.setCurrent(id);
     history.replaceState(null, "", `#${encodeURIComponent(id)}`);
   }
