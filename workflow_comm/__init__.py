@@ -17,9 +17,9 @@ The package, top down (each file imports only files listed below it):
 - auth.py (API keys, tenants), errors.py (failures as JSON answers, the DBOS call bound),
   limits.py (body size, waits per client), params.py (bounded inputs), logs.py, metrics.py.
 - dbos_internals.py: every use of DBOS beyond its public API, in one place.
-- models.py, models_mailbox.py (request and response bodies), settings.py (`Settings`), names.py (every
-  event key, topic, stream key, status and bound).
-- client/: the Python clients (they use only models.py and names.py of the server's code).
+- models.py, models_mailbox.py (request and response bodies), settings.py (`Settings`),
+  names.py (every event key, topic, stream key, status and bound).
+- client/: the Python clients (they use only the models and names.py of the server's code).
 - static/: the dashboard's page and scripts.
 """
 

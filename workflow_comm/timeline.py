@@ -161,13 +161,14 @@ def build_timeline(
             keyed.append(((1, recorded, 2, fid), entry))
 
     for message in rows.messages:
+        sent = json.dumps(message.payload)
         entry = TimelineEntry(
             type="message_sent",
             at=message.sent_at,
             id=f"msg-{message.message_id}",
             topic=message.topic,
             message_id=message.message_id,
-            **shown(sent := json.dumps(message.payload), len(sent), None, chars),
+            **shown(sent, len(sent), None, chars),
         )
         keyed.append(((1, message.sent_at, 2, -1), entry))
 

@@ -28,6 +28,7 @@ TimelineResume = Annotated[
     Header(
         alias="Last-Event-ID",
         min_length=1,
+        # The longest entry id: "msg-<idempotency key>::<workflow id>".
         max_length=names.IDEMPOTENCY_KEY_MAX_LEN + names.WORKFLOW_ID_MAX_LEN + 8,
         description="Resume after this entry: the id of the last event received.",
     ),
