@@ -14,7 +14,8 @@ const idInput = $("workflow-id");
 const idPattern = new RegExp(config.workflowIdPattern);
 
 const kind = () => form.elements.kind.value;
-const history = new WorkflowHistory(); // the followed workflow's mailbox and timeline
+// The followed workflow's mailbox and timeline (not `history`: that is the browser's).
+const workflowHistory = new WorkflowHistory();
 
 let suggested = "";
 
@@ -106,7 +107,7 @@ async function start(event, followed, recent) {
 
 async function followWorkflow(id, followed, recent) {
   if (await followed.follow(id)) {
-    history.show(id);
+    workflowHistory.show(id);
     recent.setCurrent(id);
     history.replaceState(null, "", `#${encodeURIComponent(id)}`);
   }
