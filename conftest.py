@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import TOKEN_SECRET, OwnServer, ServerProcess, ThrowawayPostgres
+from tests.support import TOKEN_SECRET, WEBHOOK_SECRET, OwnServer, ServerProcess, ThrowawayPostgres
 
 BACKENDS = ("postgres", "sqlite")
 
@@ -61,8 +61,16 @@ def postgres_url(postgres: ThrowawayPostgres | None) -> str:
 
 
 # The shared servers run with default settings but for a token secret (tokens are off
-# without one), so POST /tokens works for the documents' example and the fuzzer.
-SHARED_SERVER_ENV = {"COMM_TOKEN_SECRET": TOKEN_SECRET}
+# without one), so POST /tokens works for the documents' example and the fuzzer, and a
+# webhook secret with local targets allowed, for the documents' webhook examples.
+SHARED_SERVER_ENV = {
+    "COMM_TOKEN_SECRET": TOKEN_SECRET,
+    "COMM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    "COMM_WEBHOOK_ALLOW_PRIVATE": "true",
+    # Few webhooks and attempts: what a fuzzer registers cannot load the shared servers.
+    "COMM_WEBHOOK_MAX_PER_TENANT": "5",
+    "COMM_WEBHOOK_MAX_ATTEMPTS": "2",
+}
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,8 @@ T = TypeVar("T")
 # COMM_TOKEN_SECRET of the shared test servers (conftest.py): the documents' token example and
 # the fuzzer reach a working POST /tokens. Fixed, so a module can sign with it on purpose.
 TOKEN_SECRET = "test-token-secret-of-the-shared-servers-0123456789"
+# COMM_WEBHOOK_SECRET of the shared test servers: 32 bytes, base64, in Standard Webhooks form.
+WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC1vZi10aGUtc2hhcmVk"
 
 
 def unique_id(prefix: str = "wf") -> str:

@@ -35,6 +35,7 @@ from workflow_comm.routes import (
     streaming,
     timeline,
     tokens,
+    webhooks,
     websocket,
 )
 from workflow_comm.runtime import communication_lifespan, lifespan
@@ -143,6 +144,12 @@ def _install(app: FastAPI, settings: Settings, *, demo_workflows: bool) -> None:
         tokens.router,
         dependencies=[Depends(authorize)],
         responses=error_responses({401: UNAUTHORIZED, 422: OUT_OF_BOUNDS}),
+    )
+    # Its lifespan (store, delivery queue, dispatcher) runs after the live hub's: DBOS is up.
+    app.include_router(
+        webhooks.router,
+        dependencies=[Depends(authorize)],
+        responses=error_responses({401: UNAUTHORIZED, 422: OUT_OF_BOUNDS, 503: NO_DATABASE}),
     )
     app.include_router(health.router)
     dashboard.install(app)

@@ -40,6 +40,8 @@ from dbos._dbos import _get_dbos_instance
 from dbos._sys_db import is_serialized_stream_closed_sentinel
 from psycopg_pool import AsyncConnectionPool
 
+from workflow_comm.names import TERMINAL_STATUSES
+
 DBOS_VERSION_CHECKED = "3.4.0"
 
 # -- tables ---------------------------------------------------------------------------------
@@ -753,3 +755,87 @@ async def open_direct_reads(url: str, *, max_connections: int, timeout: float) -
     reads = PostgresReads(url, max_connections=max_connections, timeout=timeout)
     await reads.open()
     return reads
+
+
+# == webhooks: what happened since a point in time (webhooks/dispatcher.py) ======================
+#
+# The dispatcher derives every webhook event from DBOS's own records, each with the time it was
+# recorded (epoch ms) and what identifies it for good, so a rescan finds the same events again:
+# - workflow.started: workflow_status.created_at (indexed), the workflow's ID;
+# - workflow.finished: workflow_status.updated_at of a terminal row, the ID and the status;
+# - event.set / stream.closed: the operation_outputs row DBOS records in the same transaction
+#   as a set_event or close_stream made in a workflow body (function_name "DBOS.setEvent" /
+#   "DBOS.closeStream"; completed_at_epoch_ms, indexed with function_name), joined to the
+#   events history / streams row of the same function_id; the ID and the function_id.
+#   A set_event or close_stream made inside a step records no such row: not seen.
+# - message.received: notifications.created_at_epoch_ms (stamped by the database), the
+#   message's message_uuid.
+# Rows of `skip_name` (the delivery workflow itself) are left out. Named parameters
+# (:since, :skip_name, :limit): psycopg's %(name)s on Postgres (see webhook_sql).
+
+WEBHOOK_SET_EVENT = "DBOS.setEvent"
+WEBHOOK_CLOSE_STREAM = "DBOS.closeStream"
+
+
+def webhook_sql(is_sqlite: bool, text: str) -> str:
+    """`text` with {s} as the schema prefix and :name parameters in the driver's style."""
+    text = text.replace("{s}", "" if is_sqlite else "dbos.")
+    return text if is_sqlite else re.sub(r":(\w+)", r"%(\1)s", text)
+
+
+def webhook_scan_queries(is_sqlite: bool) -> dict[str, str]:
+    """Per event type, a query of (workflow_uuid, name, time, identity, detail, value,
+    serialization, application_name) from :since on (inclusive), oldest first, at most
+    :limit rows."""
+    terminal = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
+    queries = {
+        "workflow.started": (
+            "SELECT workflow_uuid, name, created_at, '', status, NULL, NULL, application_name"
+            " FROM {s}workflow_status WHERE created_at >= :since AND name <> :skip_name"
+            " ORDER BY created_at LIMIT :limit"
+        ),
+        "workflow.finished": (
+            "SELECT workflow_uuid, name, updated_at, status, status, NULL, NULL, application_name"
+            f" FROM {{s}}workflow_status WHERE updated_at >= :since AND status IN ({terminal})"
+            " AND name <> :skip_name ORDER BY updated_at LIMIT :limit"
+        ),
+        "event.set": (
+            "SELECT o.workflow_uuid, w.name, o.completed_at_epoch_ms, o.function_id, h.key,"
+            " h.value, h.serialization, w.application_name FROM {s}operation_outputs o"
+            " JOIN {s}workflow_events_history h"
+            " ON h.workflow_uuid = o.workflow_uuid AND h.function_id = o.function_id"
+            " JOIN {s}workflow_status w ON w.workflow_uuid = o.workflow_uuid"
+            f" WHERE o.completed_at_epoch_ms >= :since AND o.function_name = '{WEBHOOK_SET_EVENT}'"
+            " AND w.name <> :skip_name ORDER BY o.completed_at_epoch_ms LIMIT :limit"
+        ),
+        "stream.closed": (
+            "SELECT o.workflow_uuid, w.name, o.completed_at_epoch_ms, o.function_id, t.key,"
+            " NULL, NULL, w.application_name FROM {s}operation_outputs o JOIN {s}streams t"
+            " ON t.workflow_uuid = o.workflow_uuid AND t.function_id = o.function_id"
+            " JOIN {s}workflow_status w ON w.workflow_uuid = o.workflow_uuid"
+            " WHERE o.completed_at_epoch_ms >= :since"
+            f" AND o.function_name = '{WEBHOOK_CLOSE_STREAM}'"
+            " AND w.name <> :skip_name ORDER BY o.completed_at_epoch_ms LIMIT :limit"
+        ),
+        "message.received": (
+            "SELECT n.destination_uuid, w.name, n.created_at_epoch_ms, n.message_uuid, n.topic,"
+            " n.message, n.serialization, w.application_name FROM {s}notifications n"
+            " JOIN {s}workflow_status w ON w.workflow_uuid = n.destination_uuid"
+            " WHERE n.created_at_epoch_ms >= :since AND w.name <> :skip_name"
+            " ORDER BY n.created_at_epoch_ms LIMIT :limit"
+        ),
+    }
+    return {event: webhook_sql(is_sqlite, sql) for event, sql in queries.items()}
+
+
+def webhook_deliveries_query(is_sqlite: bool) -> str:
+    """(workflow_uuid, status, created_at, value, serialization of the `key` event) of the
+    delivery workflows whose IDs start with :prefix (no LIKE wildcards in it), newest first."""
+    return webhook_sql(
+        is_sqlite,
+        "SELECT s.workflow_uuid, s.status, s.created_at, e.value, e.serialization"
+        " FROM {s}workflow_status s LEFT JOIN {s}workflow_events e"
+        " ON e.workflow_uuid = s.workflow_uuid AND e.key = :key"
+        " WHERE substr(s.workflow_uuid, 1, length(:prefix)) = :prefix"
+        " ORDER BY s.created_at DESC LIMIT :limit",
+    )

@@ -31,6 +31,12 @@ What is counted, and when:
   (`SELECT 1` on a connection of its own), timed when it answered, counted when it did not
   within its 2 s. Once per probe, not per request: requests that arrive while a probe is under
   way share it. Probes run only when /health is asked (a load balancer, not the scrape).
+- comm_webhook_deliveries_total{outcome}, comm_webhook_attempts_total{result},
+  comm_webhook_attempt_duration_seconds, comm_webhook_enqueued_total{event}: webhook
+  deliveries that ended (delivered, failed), each POST by result and its time, and the
+  deliveries the dispatcher started (webhooks/). An attempt is counted by the process that
+  made it; an outcome by the process whose run of the delivery ended (once, unless a process
+  dies between recording it and the workflow's end).
 Counters are per process and start at zero: sum them over instances with rate().
 
 Access: with no API keys configured /metrics is open, like everything else. With keys it
@@ -182,3 +188,33 @@ class HttpMetrics:
                 # The server's catch-all answers 500 outside this middleware.
                 self.record(scope, 500, time.perf_counter() - start)
             raise
+
+
+# Outbound webhooks (workflow_comm/webhooks/). Every label value is created here, so each
+# series is exported (at 0) before the first delivery.
+WEBHOOK_OUTCOMES = ("delivered", "failed")
+WEBHOOK_ATTEMPT_RESULTS = ("success", "http_error", "timeout", "connection_error", "refused")
+WEBHOOK_DELIVERIES = Counter(
+    "comm_webhook_deliveries_total",
+    "Webhook deliveries that ended, by outcome: delivered (a 2xx), or failed (every attempt).",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "comm_webhook_attempts_total",
+    "Webhook delivery attempts (HTTP POSTs) by result.",
+    ["result"],
+)
+WEBHOOK_ATTEMPT_DURATION = Histogram(
+    "comm_webhook_attempt_duration_seconds",
+    "Seconds one webhook attempt took, to the receiver's answer or the failure.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+WEBHOOK_ENQUEUED = Counter(
+    "comm_webhook_enqueued_total",
+    "Webhook deliveries the dispatcher started, by event type.",
+    ["event"],
+)
+for _outcome in WEBHOOK_OUTCOMES:
+    WEBHOOK_DELIVERIES.labels(_outcome)
+for _result in WEBHOOK_ATTEMPT_RESULTS:
+    WEBHOOK_ATTEMPTS.labels(_result)

@@ -4,6 +4,7 @@ One `Settings` object per app: `create_app(settings)` keeps it on `app.state.set
 take it as a `SettingsDep` parameter, the lifespan and installers from `app.state`.
 """
 
+import base64
 import os
 import re
 import socket
@@ -169,6 +170,24 @@ class Settings(BaseSettings):
     # The demo start routes (/start-workflow-...) and the dashboard's start form.
     demo_workflows: bool = True
 
+    # Outbound webhooks (workflow_comm/webhooks/). The Standard Webhooks signing secret,
+    # `whsec_<base64 of 24-64 random bytes>`. Unset: the /webhooks routes answer 404.
+    webhook_secret: SecretStr | None = None
+    # Targets on private, loopback and link-local addresses (local use and tests only).
+    webhook_allow_private: bool = False
+    # Attempts per delivery, and the backoff between them: base * 2^(n-1) seconds, capped.
+    webhook_max_attempts: int = Field(default=10, ge=1, le=50)
+    webhook_retry_base_sec: float = Field(default=5.0, ge=0.01, le=3600)
+    webhook_retry_max_sec: float = Field(default=3600.0, ge=0.01, le=86_400)
+    # One attempt's whole time (connect, send, answer), after which it counts as failed.
+    webhook_timeout_sec: float = Field(default=10.0, gt=0, le=120)
+    # Deliveries running at once in this process (a DBOS queue's worker concurrency).
+    webhook_concurrency: int = Field(default=16, ge=1, le=1000)
+    # How often the dispatcher looks for new events in the database.
+    webhook_scan_interval_sec: float = Field(default=1.0, ge=0.05, le=60)
+    # Webhooks one tenant (or the operator) may register.
+    webhook_max_per_tenant: int = Field(default=50, ge=1, le=10_000)
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
@@ -198,6 +217,28 @@ class Settings(BaseSettings):
                 "the old secret as the previous one next to a new current one"
             )
         return self
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secret_unset_if_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_form(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None:
+            return None
+        text = secret.get_secret_value()
+        try:
+            key = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            key = b""
+        if not text.startswith("whsec_") or not 24 <= len(key) <= 64:
+            raise ValueError(
+                "COMM_WEBHOOK_SECRET must be whsec_ and the base64 of 24-64 random bytes: make "
+                "one with `echo whsec_$(openssl rand -base64 32)`"
+            )
+        return secret
 
     @field_validator("cors_origins", mode="before")
     @classmethod
