@@ -9,6 +9,8 @@ Whatever the number of clients and workflows, the database sees:
   COMM_LIVE_EVENTS_POLL_SEC over every watched workflow (with one query of the stream heads);
 - a stream read only when something was written to it (or its workflow ended);
 - for `GET /workflows/live` watchers, one query per interval for the rows changed since;
+- for live timelines, one query per interval of their heads, and the new rows of those whose
+  head moved, all in one query per kind of record (timeline.py);
 - on Postgres, every NOTIFY_FALLBACK_SEC, the events and stream heads of every watched
   workflow in one query each, in case a notification was lost.
 A set_event or stream write made by this process's own workflows wakes its feed as soon as it
@@ -36,6 +38,7 @@ from workflow_comm.live.database import LiveDatabase, PostgresWakeups
 from workflow_comm.live.feed import FeedConfig, Interest, KeyOutcome, Subscriber, WorkflowFeed
 from workflow_comm.live.items import Shutdown
 from workflow_comm.live.listing import WorkflowListing
+from workflow_comm.live.timeline import TimelineWatches
 from workflow_comm.service import describe
 from workflow_comm.settings import Settings
 
@@ -76,11 +79,14 @@ class LiveHub:
         self._stop_local_writes: Callable[[], None] | None = None
         # GET /workflows/live: new workflows and status changes, polled with the statuses.
         self.listing = WorkflowListing(self.db, settings.live_buffer)
+        # GET /workflows/{id}/timeline/live: read together, woken like the feeds.
+        self.timelines = TimelineWatches(self.db, settings.live_status_poll_sec)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._tasks.append(self._spawn(self._poll_statuses()))
         self._tasks.append(self._spawn(self._read_events()))
+        self._tasks.append(self._spawn(self.timelines.run()))
         if self._data_poll is not None:
             self._tasks.append(self._spawn(self._poll_data(self._data_poll)))
         if self._wakeups:
@@ -106,6 +112,7 @@ class LiveHub:
         for feed in list(self._feeds.values()):
             feed.stop_all(Shutdown())
         self.listing.stop_all(Shutdown())
+        self.timelines.stop_all()
 
     def shutdown_threadsafe(self) -> None:
         """shutdown() from a signal handler or another thread."""
@@ -190,6 +197,7 @@ class LiveHub:
     # -- wakeups ---------------------------------------------------------------------------
 
     def _notified(self, channel: str, workflow_id: str) -> None:
+        self.timelines.wake(workflow_id)
         feed = self._feeds.get(workflow_id)
         if feed is None:
             return
@@ -201,7 +209,8 @@ class LiveHub:
 
     def _written_here(self, channel: str, workflow_id: str) -> None:
         """On DBOS's writing thread, just after its commit: wake the feed on the loop."""
-        if workflow_id not in self._feeds or self._loop is None:
+        watched = workflow_id in self._feeds or self.timelines.watching(workflow_id)
+        if not watched or self._loop is None:
             return
         try:
             self._loop.call_soon_threadsafe(self._notified, channel, workflow_id)
@@ -210,6 +219,7 @@ class LiveHub:
 
     def wake_all(self) -> None:
         """Read everything watched once more: notifications may have been missed."""
+        self.timelines.wake_all()
         for feed in list(self._feeds.values()):
             if feed.wants_events:
                 self._want_events(feed)

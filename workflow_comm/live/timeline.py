@@ -1,34 +1,44 @@
-"""Live timelines: one shared reader per watched workflow, however many clients watch it.
+"""Live timelines: shared state per watched workflow, and one batched reader for them all.
 
-A timeline changes with things DBOS sends no notification for (a step finishing, a message
-arriving), so each watched workflow's timeline is read again every REFRESH_SEC, by one task
-shared by all of that workflow's subscribers, and at once when the hub sees its status change
-(the task is itself a status subscriber of the hub). Each entry's SSE frame is encoded once,
-for every subscriber. Once the workflow has finished, one last read, then `closed`.
+A timeline changes with things DBOS sends no notification for (a step finishing, a recv
+taking a message, a status change), so every COMM_LIVE_STATUS_POLL_SEC one statement reads
+the head of every watched timeline (its status row, its highest operation ID and its number
+of messages); a Postgres notification or a commit of this process's own about a watched
+workflow runs that read at once. Only the workflows whose head moved are read further, all
+together: one statement per kind of record (operations, events, stream writes, messages),
+each reading only the rows after where that workflow's timeline was read up to. So whatever
+the number of watched timelines and of their subscribers, an idle server sends one statement
+per interval for them, and a change costs its new rows, not the workflow's whole history.
+Each entry's SSE frame is encoded once, for every subscriber. Once the workflow has finished,
+its last rows are read, then its subscribers get `closed`.
 """
 
 import asyncio
 import contextlib
-import contextvars
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from workflow_comm.live.feed import Interest
+from dbos import DBOS
+
+from workflow_comm import names
+from workflow_comm.dbos_internals import StoredMessage, TimelineRows
+from workflow_comm.live.database import LiveDatabase, TimelineChanges, TimelineCursor
 from workflow_comm.live.frames import compact_json, cut_off_sse, sse_frame
-from workflow_comm.live.hub import LiveHub
-from workflow_comm.live.items import Overflow, Shutdown, StatusChange, StatusEnd
+from workflow_comm.live.items import Shutdown
 from workflow_comm.models import WorkflowPublic
 from workflow_comm.models_mailbox import TimelineEntry
+from workflow_comm.names import TERMINAL_STATUSES
+from workflow_comm.service import describe
+from workflow_comm.timeline import build_timeline
 
 logger = logging.getLogger("workflow_comm")
-REFRESH_SEC = 0.5
 # Entries the live stream leaves out: the current status moves (it is in `closed` instead).
 NOT_LIVE = frozenset({"status"})
-
-# Reads the workflow's whole timeline (stored ID, its status) -> entries, in order.
-ReadTimeline = Callable[[str, WorkflowPublic], Coroutine[Any, Any, list[TimelineEntry]]]
+# The most rows of each kind one batched read takes, for all the timelines it reads.
+READ_ROWS = 5000
+RETRY_AFTER_FAILURE_SEC = 1.0
 
 
 @dataclass(eq=False)
@@ -36,14 +46,21 @@ class TimelineWatch:
     """What every subscriber of one workflow's live timeline shares."""
 
     stored_id: str
+    status: WorkflowPublic  # as last known: the end entry's result or error
     entries: list[TimelineEntry] = field(default_factory=list)
     frames: dict[str, bytes] = field(default_factory=dict)  # entry id -> its SSE frame
-    ended: str | None = None  # the final status, once the last read is done
+    ended: str | None = None  # the final status, once its last rows are read
     stopped: bool = False  # the server stopped serving it (shutting down)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     read: asyncio.Event = field(default_factory=asyncio.Event)  # the first read is done
     subscribers: int = 0
-    task: asyncio.Task[None] | None = None
+    # What has been read, and the head it was read at (None: read it all again).
+    head: tuple[Any, ...] | None = None
+    status_row: tuple[Any, ...] | None = None
+    operations: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    streams: list[tuple[Any, ...]] = field(default_factory=list)
+    messages: dict[str, StoredMessage] = field(default_factory=dict)  # by message ID
 
     def frame(self, entry: TimelineEntry) -> bytes:
         """The entry's SSE frame, encoded once; its id is the entry's id."""
@@ -53,24 +70,65 @@ class TimelineWatch:
             found = self.frames[entry.id] = sse_frame(data, event_id=entry.id)
         return found
 
+    @property
+    def cursor(self) -> TimelineCursor:
+        return TimelineCursor(
+            operation=_last_id(self.operations),
+            event=_last_id(self.events),
+            stream=_last_id(self.streams),
+            sent_at=max((m.sent_at for m in self.messages.values()), default=-1),
+        )
+
+    def add(self, changes: TimelineChanges) -> None:
+        """Rows read after the cursor; at most TIMELINE_READ_MAX of each kind are kept."""
+        for kept, new in (
+            (self.operations, changes.operations),
+            (self.events, changes.events),
+            (self.streams, changes.streams),
+        ):
+            kept.extend(new[: max(0, names.TIMELINE_READ_MAX - len(kept))])
+        for message in changes.messages:  # a message read again may have been consumed since
+            if message.message_id in self.messages or len(self.messages) < names.TIMELINE_READ_MAX:
+                self.messages[message.message_id] = message
+
+    def rebuild(self) -> None:
+        rows = TimelineRows(
+            status=self.status_row,
+            operations=self.operations,
+            events=self.events,
+            streams=self.streams,
+            messages=list(self.messages.values()),
+        )
+        built = build_timeline(rows, self.status, names.TIMELINE_VALUE_MAX_CHARS)
+        entries = [e for e in built if e.type not in NOT_LIVE]
+        if [e.id for e in entries] != [e.id for e in self.entries]:
+            self.entries = entries
+            self.changed.set()
+
+
+def _last_id(rows: list[tuple[Any, ...]]) -> int:
+    """The function_id (first column) of the last row read, oldest first; -1 if none."""
+    return int(rows[-1][0]) if rows else -1
+
 
 class TimelineWatches:
-    """The live timelines being watched, each read by one task."""
+    """The live timelines being watched, read together by one task (started by the hub)."""
 
-    def __init__(self, hub: LiveHub, read: ReadTimeline) -> None:
-        self.hub = hub
-        self.read = read
+    def __init__(self, db: LiveDatabase, interval: float) -> None:
+        self._db = db
+        self._interval = interval
         self._watches: dict[str, TimelineWatch] = {}
+        self._due = asyncio.Event()
+        self._failing = False
+
+    def watching(self, stored_id: str) -> bool:
+        return stored_id in self._watches
 
     def join(self, stored_id: str, status: WorkflowPublic) -> TimelineWatch:
         watch = self._watches.get(stored_id)
         if watch is None:
-            watch = self._watches[stored_id] = TimelineWatch(stored_id)
-            # A fresh context: the task outlives the request that made it, and must not carry
-            # its caller (tenant) or its log fields.
-            watch.task = asyncio.get_running_loop().create_task(
-                self._run(watch, status), context=contextvars.Context()
-            )
+            watch = self._watches[stored_id] = TimelineWatch(stored_id, status)
+            self._due.set()  # its first read: now, not at the next interval
         watch.subscribers += 1
         return watch
 
@@ -78,48 +136,97 @@ class TimelineWatches:
         watch.subscribers -= 1
         if watch.subscribers == 0 and self._watches.get(watch.stored_id) is watch:
             del self._watches[watch.stored_id]
-            if watch.task is not None:
-                watch.task.cancel()
 
-    async def _run(self, watch: TimelineWatch, status: WorkflowPublic) -> None:
-        """Read the timeline now, on every status change, and every REFRESH_SEC, until the end."""
-        sub = self.hub.subscribe(watch.stored_id, Interest(status=True))
-        try:
-            await self._refresh(watch, status)
-            watch.read.set()
-            async for item in sub.items(watch.stored_id, REFRESH_SEC):
-                if isinstance(item, (Overflow, Shutdown)):
-                    watch.stopped = True
-                    break
-                if isinstance(item, (StatusChange, StatusEnd)):
-                    status = item.workflow
-                await self._refresh(watch, status)
-                if isinstance(item, StatusEnd):
-                    watch.ended = status.status
-                    break
-        finally:
-            self.hub.unsubscribe(sub)
-            watch.read.set()
+    def wake(self, stored_id: str) -> None:
+        """Something was written for the workflow (a notification, a commit here): read now."""
+        if stored_id in self._watches:
+            self._due.set()
+
+    def wake_all(self) -> None:
+        if self._watches:
+            self._due.set()
+
+    def stop_all(self) -> None:
+        """The server is going away: every subscriber gets `shutdown`."""
+        for watch in self._watches.values():
+            watch.stopped = True
             watch.changed.set()
 
-    async def _refresh(self, watch: TimelineWatch, status: WorkflowPublic) -> None:
-        try:
-            entries = await self.read(watch.stored_id, status)
-        except Exception as exc:  # noqa: BLE001 - the database is away: the next tick retries
-            logger.warning("live timeline read of %s failed: %s", watch.stored_id, exc)
+    async def run(self) -> None:
+        """Every interval, or at once when woken: read the heads, then what moved."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._due.wait()
+            self._due.clear()
+            if not self._watches:
+                continue
+            try:
+                await self._read()
+            except Exception as exc:  # noqa: BLE001 - the database is away: again shortly
+                if not self._failing:
+                    logger.warning("live timeline read failed (%s); retrying", type(exc).__name__)
+                self._failing = True
+                for watch in self._watches.values():
+                    watch.read.set()  # its subscribers get heartbeats meanwhile, not silence
+                await asyncio.sleep(RETRY_AFTER_FAILURE_SEC)
+            else:
+                self._failing = False
+
+    async def _read(self) -> None:
+        watched = [w for w in self._watches.values() if w.ended is None]
+        heads = await self._db.timeline_heads([w.stored_id for w in watched])
+        moved = [w for w in watched if heads.get(w.stored_id) != w.head]
+        if not moved:
             return
-        entries = [e for e in entries if e.type not in NOT_LIVE]
-        if [e.id for e in entries] != [e.id for e in watch.entries]:
-            watch.entries = entries
-            watch.changed.set()
+        # The heads were read first: the rows read now hold everything they counted.
+        changes = await self._db.timeline_changes(
+            {w.stored_id: w.cursor for w in moved},
+            max_rows=READ_ROWS,
+            chars=names.TIMELINE_VALUE_MAX_CHARS,
+        )
+        ended = [
+            w for w in moved if w.stored_id in heads and heads[w.stored_id][2] in TERMINAL_STATUSES
+        ]
+        if ended:
+            # Only once per workflow: its result or error, for the end entry.
+            found = await DBOS.list_workflows_async(
+                workflow_ids=[w.stored_id for w in ended], load_input=False
+            )
+            for status in found:
+                watch = self._watches.get(status.workflow_id)
+                if watch is not None:
+                    watch.status = describe(status, status.workflow_id)
+        for watch in moved:
+            read = changes[watch.stored_id]
+            head = heads.get(watch.stored_id)
+            watch.add(read)
+            watch.status_row = None if head is None else head[:7]
+            # Cut at the row limit: not up to the head yet, so read on at the next round.
+            watch.head = None if read.cut else head
+            watch.rebuild()
+            if watch in ended and not read.cut:
+                watch.ended = watch.status_row[2] if watch.status_row else None
+                watch.changed.set()
+            watch.read.set()
+        if any(w.head is None for w in moved):
+            self._due.set()
 
 
 async def timeline_frames(
-    watch: TimelineWatch, workflow_id: str, after: str | None, heartbeat: float
+    watch: TimelineWatch,
+    workflow_id: str,
+    after: str | None,
+    heartbeat: float,
 ) -> AsyncIterator[bytes | None]:
     """A subscriber's frames: every entry (after the one with id `after`, when resuming), then
     each new one, then `closed`; None when idle for `heartbeat` seconds (time for a ping)."""
-    await watch.read.wait()
+    while not watch.read.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(heartbeat):
+                await watch.read.wait()
+                break
+        yield None
     sent: set[str] = set()
     last = after
     if after is not None:
@@ -138,7 +245,7 @@ async def timeline_frames(
                 compact_json({"workflow_id": workflow_id, "status": watch.ended}), event="closed"
             )
             return
-        if watch.stopped or (watch.task is not None and watch.task.done()):
+        if watch.stopped:
             yield cut_off_sse(Shutdown(), {"last_event_id": last})
             return
         with contextlib.suppress(TimeoutError):

@@ -10,7 +10,7 @@ from workflow_comm.auth import stored_id
 from workflow_comm.errors import within_db_timeout
 from workflow_comm.live.frames import PING
 from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
-from workflow_comm.live.timeline import TimelineWatch, TimelineWatches, timeline_frames
+from workflow_comm.live.timeline import TimelineWatch, timeline_frames
 from workflow_comm.models import WorkflowPublic
 from workflow_comm.models_mailbox import TimelineEntry, TimelinePublic
 from workflow_comm.params import PageOffset, TimelineLimit, WorkflowId
@@ -47,10 +47,6 @@ async def read_timeline(stored: str, status: WorkflowPublic) -> tuple[list[Timel
     return build_timeline(rows, status, names.TIMELINE_VALUE_MAX_CHARS), cut
 
 
-async def read_entries(stored: str, status: WorkflowPublic) -> list[TimelineEntry]:
-    return (await read_timeline(stored, status))[0]
-
-
 # Each entry shows the fields its type has: the others (null) are left out.
 @router.get("/workflows/{workflow_id}/timeline", response_model_exclude_none=True)
 async def get_timeline(
@@ -75,35 +71,26 @@ async def get_timeline(
     )
 
 
-def watches(request: Request) -> TimelineWatches:
-    """The app's live timelines (made with the first one watched)."""
-    found: TimelineWatches | None = getattr(request.app.state, "timeline_watches", None)
-    if found is None:
-        hub: LiveHub = request.app.state.live_hub
-        found = request.app.state.timeline_watches = TimelineWatches(hub, read_entries)
-    return found
-
-
 async def timeline_subscription(
     workflow_id: WorkflowId, request: Request
 ) -> AsyncIterator[TimelineWatch]:
     """A place among the watchers of the workflow's timeline, for the whole response."""
     status = await require_status(workflow_id)
-    shared = watches(request)
+    hub: LiveHub = request.app.state.live_hub
     try:
-        shared.hub.acquire()
+        hub.acquire()
     except LiveCapacityExceeded:
         raise HTTPException(
             503,
-            f"Too many live connections (limit {shared.hub.max_connections}); retry shortly.",
+            f"Too many live connections (limit {hub.max_connections}); retry shortly.",
             headers={"Retry-After": "2"},
         ) from None
-    watch = shared.join(stored_id(workflow_id), describe(status, workflow_id))
+    watch = hub.timelines.join(stored_id(workflow_id), describe(status, workflow_id))
     try:
         yield watch
     finally:
-        shared.leave(watch)
-        shared.hub.release()
+        hub.timelines.leave(watch)
+        hub.release()
 
 
 @live_router.get(
@@ -121,7 +108,7 @@ async def live_timeline(
     Each is an unnamed event whose data is the entry and whose `id` is the entry's `id`. Ends
     with `event: closed` ({workflow_id, status}); `shutdown` carries `last_event_id` instead.
     """
-    heartbeat = watches(request).hub.heartbeat
+    heartbeat: float = request.app.state.live_hub.heartbeat
 
     async def frames() -> AsyncIterator[bytes]:
         async for frame in timeline_frames(watch, workflow_id, last_event_id, heartbeat):
