@@ -16,7 +16,10 @@ Whatever the number of clients and workflows, the database sees:
 A set_event or stream write made by this process's own workflows wakes its feed as soon as it
 commits (on both backends), ahead of the notification or the SQLite poll, which remain for the
 writes of other processes.
-Nothing else is read while nothing changes. Subscribers (SSE, WebSocket) and
+Nothing else is read while nothing changes. A feed nobody watches any more is kept a while
+(WARM_FEEDS, reading nothing): the next waiter on that workflow reads only the event changes
+made since, not the workflow's whole history again (a service's request/reply waits).
+Subscribers (SSE, WebSocket) and
 waiting `GET /workflow-events/{id}/{key}` requests are all served from the feeds' shared state.
 """
 
@@ -24,6 +27,7 @@ import asyncio
 import contextvars
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -46,6 +50,8 @@ logger = logging.getLogger("workflow_comm")
 RETRY_AFTER_FAILURE_SEC = 1.0
 # Postgres: how often everything watched is read even without a notification.
 NOTIFY_FALLBACK_SEC = 5.0
+# Feeds kept after their last watcher left, most recently used first out of the way last.
+WARM_FEEDS = 256
 
 
 class LiveCapacityExceeded(Exception):
@@ -61,6 +67,7 @@ class LiveHub:
         self.db = LiveDatabase(settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._feeds: dict[str, WorkflowFeed] = {}
+        self._warm: OrderedDict[str, WorkflowFeed] = OrderedDict()
         self._config = FeedConfig(
             buffer=settings.live_buffer, replay_buffer=settings.live_replay_buffer
         )
@@ -140,11 +147,17 @@ class LiveHub:
     def _feed(self, workflow_id: str, known: WorkflowStatus | None) -> WorkflowFeed:
         """The feed of a stored workflow ID, made if none; `known` seeds a new feed's status."""
         feed = self._feeds.get(workflow_id)
-        if feed is None:
+        if feed is not None:
+            return feed
+        status = None if known is None else describe(known, known.workflow_id)
+        feed = self._warm.pop(workflow_id, None)
+        if feed is not None:
+            feed.rewarm(status)
+        else:
             feed = WorkflowFeed(workflow_id, self._config, self._want_events, self._spawn)
-            self._feeds[workflow_id] = feed
-            if known is not None:
-                feed.set_status(describe(known, known.workflow_id))
+            if status is not None:
+                feed.set_status(status)
+        self._feeds[workflow_id] = feed
         return feed
 
     def _release(self, feed: WorkflowFeed) -> None:
@@ -152,6 +165,12 @@ class LiveHub:
             del self._feeds[feed.workflow_id]
             self._events_pending.discard(feed)
             feed.close()
+            # Kept, unread, for the next watcher: it then reads only what changed since. A
+            # finished workflow's is not (a resumed one would have moved on).
+            if feed.events_read and not feed.terminal:
+                self._warm[feed.workflow_id] = feed
+                while len(self._warm) > WARM_FEEDS:
+                    self._warm.popitem(last=False)
 
     def subscribe(
         self, workflow_id: str, interest: Interest, known: WorkflowStatus | None = None
