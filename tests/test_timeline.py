@@ -10,8 +10,9 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.support import fibonacci_table, unique_id, wait_until
+from tests.support import AsyncClientAsSync, fibonacci_table, unique_id, wait_until
 from workflow_comm import names
 
 LONG = 600
@@ -170,6 +171,23 @@ def test_live_timeline_resumes_after_last_event_id(client: httpx.Client) -> None
     whole = timeline(client, wf)
     frames = live(client, wf, **{"Last-Event-ID": whole[2]["id"]})
     assert [d["id"] for e, _, d in frames if e is None] == [e["id"] for e in whole[3:]]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_client_iter_timeline_follows_the_live_timeline_to_the_end(
+    base_url: str, client: httpx.Client, kind: str
+) -> None:
+    """Both typed clients' iter_timeline (one feed): every entry once, in the paged timeline's
+    order, ending with `end`, and the iteration ends when the workflow has finished."""
+    from workflow_comm.client import TypedWorkflowClient
+
+    typed: Any = TypedWorkflowClient(base_url) if kind == "sync" else AsyncClientAsSync(base_url)
+    wf = unique_id(f"tl-client-{kind}")
+    with typed:
+        typed.start_workflow_with_events(wf, 2, step_seconds=0.1)
+        entries = list(typed.iter_timeline(wf))
+    assert entries[-1].type == "end" and entries[-1].status == "SUCCESS", entries[-1]
+    assert [e.id for e in entries] == [e["id"] for e in timeline(client, wf)], entries
 
 
 def test_bad_timeline_parameters_are_422_and_unknown_is_404(client: httpx.Client) -> None:

@@ -56,6 +56,7 @@ from workflow_comm.models_mailbox import (
     MessagesPublic,
     RequestReplied,
     ServiceWorkflowStarted,
+    TimelineEntry,
     TimelinePublic,
 )
 from workflow_comm.names import (
@@ -264,6 +265,14 @@ class EventsFeed(Feed[EventChange]):
         return EventChange(key=data["key"], value=data["value"], version=int(data["version"]))
 
 
+class TimelineFeed(Feed[TimelineEntry]):
+    """A workflow's live timeline: each entry's id is its SSE id, so a reconnect resumes
+    after the last entry handed out (the server sends the ones after it)."""
+
+    def item(self, sse: ServerSentEvent) -> TimelineEntry:
+        return TimelineEntry.model_validate(sse.json())
+
+
 class StatusFeed(Feed[WorkflowPublic]):
     def __init__(self, path: str) -> None:
         super().__init__(path)
@@ -444,6 +453,10 @@ def events_feed(workflow_id: str) -> EventsFeed:
 
 def status_feed(workflow_id: str) -> StatusFeed:
     return StatusFeed(f"/workflows/{_wf(workflow_id)}/live")
+
+
+def timeline_feed(workflow_id: str) -> TimelineFeed:
+    return TimelineFeed(f"/workflows/{_wf(workflow_id)}/timeline/live")
 
 
 # ---------------------------------------------------------------------------------------------

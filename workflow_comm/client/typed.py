@@ -75,6 +75,7 @@ from workflow_comm.models_mailbox import (
     MessagesPublic,
     RequestReplied,
     ServiceWorkflowStarted,
+    TimelineEntry,
     TimelinePublic,
 )
 from workflow_comm.names import STREAM_PROGRESS, TOPIC_NOTIFICATION, MailboxState, WorkflowKind
@@ -197,9 +198,9 @@ class TypedWorkflowClient(_Base[httpx.Client]):
     answers 401 (`Unauthorized`); a read-only key that starts, sends, cancels or resumes gets
     403 (`Forbidden`). Neither is retried, not even by the live methods.
 
-    Live methods (`iter_stream`, `watch_events`, `watch_status`, `stream_live_updates`)
-    reconnect after a dropped connection up to `max_retries` times in a row, waiting
-    `retry_backoff` seconds doubled per attempt (at most `max_backoff`), resuming with
+    Live methods (`iter_stream`, `watch_events`, `watch_status`, `stream_live_updates`,
+    `iter_timeline`) reconnect after a dropped connection up to `max_retries` times in a row,
+    waiting `retry_backoff` seconds doubled per attempt (at most `max_backoff`), resuming with
     `Last-Event-ID`. `sse_read_timeout` is how long a live connection may stay silent before
     it counts as dropped.
     """
@@ -546,6 +547,15 @@ class TypedWorkflowClient(_Base[httpx.Client]):
         """What happened to the workflow, in order (a page of it)."""
         return self._do(flows.get_timeline(workflow_id, limit, offset))
 
+    def iter_timeline(self, workflow_id: str) -> Generator[TimelineEntry, None, None]:
+        """Every timeline entry so far, then each new one as it happens, until the workflow
+        has finished (its `end` entry is the last; the current status is not sent).
+
+        Pushed over SSE. Reconnects and raises as `iter_stream` does: a reconnect resumes
+        after the last entry handed out, so none is repeated.
+        """
+        return self._do(flows.timeline_feed(workflow_id))
+
 
 # ---------------------------------------------------------------------------------------------
 # The asyncio client
@@ -645,7 +655,8 @@ class _AsyncSource:
 
 class AsyncWorkflowClient(_Base[httpx.AsyncClient]):
     """`TypedWorkflowClient`'s methods for asyncio: coroutines, and async iterators for the
-    live ones (`iter_stream`, `watch_events`, `watch_status`, `stream_live_updates`).
+    live ones (`iter_stream`, `watch_events`, `watch_status`, `stream_live_updates`,
+    `iter_timeline`).
 
     Use it as an async context manager, or call `aclose()`. `api_key`, reconnection and the
     other settings work as in `TypedWorkflowClient`; extra keyword arguments go to
@@ -752,6 +763,7 @@ class AsyncWorkflowClient(_Base[httpx.AsyncClient]):
     request = awaiting(TypedWorkflowClient.request)
     list_messages = awaiting(TypedWorkflowClient.list_messages)
     get_timeline = awaiting(TypedWorkflowClient.get_timeline)
+    iter_timeline = awaiting(TypedWorkflowClient.iter_timeline)
 
 
 def public_methods(cls: type) -> dict[str, Any]:
