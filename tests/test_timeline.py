@@ -7,6 +7,7 @@ SIGKILLs a server mid-request.)
 """
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -131,11 +132,11 @@ def test_timeline_pages_are_slices_of_the_whole(client: httpx.Client) -> None:
     assert page["data"] == whole[2:5] and page["has_more"], page
 
 
-def read_sse(response: httpx.Response) -> list[tuple[str | None, str | None, Any]]:
+def read_sse(lines: Iterable[str]) -> list[tuple[str | None, str | None, Any]]:
     """(event, id, data) of each server-sent event until the stream ends."""
     frames: list[tuple[str | None, str | None, Any]] = []
     fields: dict[str, str] = {}
-    for line in response.iter_lines():
+    for line in lines:
         if line == "":
             if "data" in fields:
                 frames.append((fields.get("event"), fields.get("id"), json.loads(fields["data"])))
@@ -150,7 +151,7 @@ def live(client: httpx.Client, workflow_id: str, **headers: str) -> list[tuple[A
     url = f"/workflows/{workflow_id}/timeline/live"
     with client.stream("GET", url, headers=headers, timeout=60) as response:
         assert response.status_code == 200, response.read()
-        return read_sse(response)
+        return read_sse(response.iter_lines())
 
 
 def test_live_timeline_sends_each_entry_once_then_closed(client: httpx.Client) -> None:
@@ -162,6 +163,33 @@ def test_live_timeline_sends_each_entry_once_then_closed(client: httpx.Client) -
     assert frames[-1][0] == "closed" and frames[-1][2]["status"] == "SUCCESS", frames[-1]
     sent = [data for event, _, data in frames if event is None]
     assert [e["id"] for e in sent] == [e["id"] for e in timeline(client, wf)], sent
+
+
+def test_live_timeline_shows_a_message_taken_while_watched(client: httpx.Client) -> None:
+    """Watched while it waits in recv, a messaging workflow's live timeline gets the message
+    sent, the recv that took it (DBOS records it after the sleep it reserved the next ID for)
+    and the rest, each once, as the paged timeline lists them at the end."""
+    wf = unique_id("tl-live-msg")
+    ok(
+        client.post(
+            f"/start-workflow-messaging/{wf}/1",
+            params={"step_seconds": 0, "approval_timeout": LONG},
+        )
+    )
+    status = client.get(f"/workflow-events/{wf}/status", params={"timeout": 60})
+    assert ok(status)["value"] == names.STATUS_WAITING, status.text
+    url = f"/workflows/{wf}/timeline/live"
+    with client.stream("GET", url, timeout=60) as response:
+        assert response.status_code == 200, response.read()
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data:"))  # watched now
+        ok(client.post(f"/send-message/{wf}", json={"approved": True}))
+        frames = read_sse(lines)
+    assert frames[-1][0] == "closed" and frames[-1][2]["status"] == "SUCCESS", frames[-1]
+    sent = [json.loads(first[len("data: ") :])] + [d for e, _, d in frames if e is None]
+    whole = timeline(client, wf)
+    assert [e["id"] for e in sent] == [e["id"] for e in whole], (sent, whole)
+    assert [e["type"] for e in sent].count("message_received") == 1, sent
 
 
 def test_live_timeline_resumes_after_last_event_id(client: httpx.Client) -> None:

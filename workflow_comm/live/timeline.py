@@ -39,6 +39,8 @@ NOT_LIVE = frozenset({"status"})
 # The most rows of each kind one batched read takes, for all the timelines it reads.
 READ_ROWS = 5000
 RETRY_AFTER_FAILURE_SEC = 1.0
+# How far below the highest operation ID read a missing one is read for again (see cursor).
+OPERATION_HOLES = 8
 
 
 @dataclass(eq=False)
@@ -57,7 +59,7 @@ class TimelineWatch:
     # What has been read, and the head it was read at (None: read it all again).
     head: tuple[Any, ...] | None = None
     status_row: tuple[Any, ...] | None = None
-    operations: list[tuple[Any, ...]] = field(default_factory=list)
+    operations: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # by function_id
     events: list[tuple[Any, ...]] = field(default_factory=list)
     streams: list[tuple[Any, ...]] = field(default_factory=list)
     messages: dict[str, StoredMessage] = field(default_factory=dict)  # by message ID
@@ -73,7 +75,7 @@ class TimelineWatch:
     @property
     def cursor(self) -> TimelineCursor:
         return TimelineCursor(
-            operation=_last_id(self.operations),
+            operation=_operations_after(self.operations),
             event=_last_id(self.events),
             stream=_last_id(self.streams),
             sent_at=max((m.sent_at for m in self.messages.values()), default=-1),
@@ -81,8 +83,10 @@ class TimelineWatch:
 
     def add(self, changes: TimelineChanges) -> None:
         """Rows read after the cursor; at most TIMELINE_READ_MAX of each kind are kept."""
+        for row in changes.operations:  # a row read again (see cursor) replaces itself
+            if row[0] in self.operations or len(self.operations) < names.TIMELINE_READ_MAX:
+                self.operations[int(row[0])] = row
         for kept, new in (
-            (self.operations, changes.operations),
             (self.events, changes.events),
             (self.streams, changes.streams),
         ):
@@ -94,7 +98,7 @@ class TimelineWatch:
     def rebuild(self) -> None:
         rows = TimelineRows(
             status=self.status_row,
-            operations=self.operations,
+            operations=[self.operations[fid] for fid in sorted(self.operations)],
             events=self.events,
             streams=self.streams,
             messages=list(self.messages.values()),
@@ -104,6 +108,18 @@ class TimelineWatch:
         if [e.id for e in entries] != [e.id for e in self.entries]:
             self.entries = entries
             self.changed.set()
+
+
+def _operations_after(operations: dict[int, tuple[Any, ...]]) -> int:
+    """Where the next read of operations starts: after the highest function_id read, or
+    before a recent one missing. DBOS records a recv (or get_event) with a timeout when it
+    returns, but the durable sleep it reserved the next ID for as it begins: while it waits,
+    its ID is missing just below the highest. IDs start at 1."""
+    top = max(operations, default=0)
+    for fid in range(max(1, top - OPERATION_HOLES), top):
+        if fid not in operations:
+            return fid - 1
+    return top
 
 
 def _last_id(rows: list[tuple[Any, ...]]) -> int:
