@@ -33,6 +33,7 @@ router = APIRouter(prefix="/bench", tags=["benchmark"])
 _statements: Counter[str] = Counter()
 _by_shape: Counter[str] = Counter()
 _by_source: dict[str, Counter[str]] = {}
+_rows_by_shape: Counter[str] = Counter()  # rows SELECTs returned, through SQLAlchemy
 _statements_lock = threading.Lock()
 
 
@@ -77,8 +78,11 @@ def _count_statement(_conn: object, _cursor: object, statement: str, *_: object)
 
 
 @sa.event.listens_for(sa.engine.Engine, "after_cursor_execute")
-def _statement_done(*_: object) -> None:
+def _statement_done(_conn: object, cursor: Any, statement: str, *_: object) -> None:
     _in_sqlalchemy.active = False
+    if statement.lstrip().upper().startswith("SELECT") and cursor.rowcount > 0:
+        with _statements_lock:
+            _rows_by_shape[_shape(statement)] += cursor.rowcount
 
 
 @sa.event.listens_for(sa.engine.Engine, "handle_error")
@@ -152,6 +156,14 @@ async def db_statements_by_source() -> dict[str, dict[str, int]]:
     connection of the server's own is named for), then by their first 100 characters."""
     with _statements_lock:
         return {source: dict(shapes) for source, shapes in _by_source.items()}
+
+
+@router.get("/db-rows/by-shape")
+async def db_rows_by_shape() -> dict[str, int]:
+    """Rows the SELECTs sent through SQLAlchemy (DBOS's, the live hub's) have returned so
+    far, by the statements' first 100 characters (Postgres; SQLite's are not counted)."""
+    with _statements_lock:
+        return dict(_rows_by_shape)
 
 
 @router.post("/event-ticks/{workflow_id}")

@@ -554,3 +554,57 @@ def test_api_key_read_only_is_told_it_cannot_start(
             "This key can read but not start or send"
         )
         expect(page.locator("#followed-body")).to_be_hidden()
+
+
+# -- mailbox and timeline ------------------------------------------------------------------
+
+
+def test_mailbox_and_timeline_of_the_followed_workflow(
+    dashboard: Dashboard, client: httpx.Client
+) -> None:
+    """Following a messaging workflow: a message on another topic shows pending in the mailbox
+    and the approval consumed; the timeline lists each entry once and draws the steps as bars
+    and the rest as marks."""
+    page = dashboard.page
+    wf = unique_id("ui-history")
+    dashboard.start("messaging", 2, 0.2, wf)
+    expect(page.locator("#f-step")).to_have_text(STATUS_WAITING)
+    page.get_by_label("Topic").fill("audit")
+    page.get_by_label("Message (a JSON object)").fill('{"note": "kept"}')
+    page.get_by_role("button", name="Send message").click()
+    pending = page.locator('#mailbox-rows tr[data-state="pending"]')
+    expect(pending).to_have_count(1)
+    expect(pending).to_contain_text('{"note":"kept"}')
+    page.get_by_role("button", name="Approve", exact=True).click()
+    expect(page.locator("#f-status")).to_have_text("SUCCESS")
+    expect(page.locator('#timeline-list li[data-type="end"]')).to_have_count(1)
+    expect(page.locator('#mailbox-rows tr[data-state="consumed"]')).to_have_count(1)
+    expect(pending).to_have_count(1)
+    expect(page.locator("#timeline-chart rect.bar.step")).to_have_count(2)
+    expect(page.locator("#timeline-chart circle.mark.message_received")).to_have_count(1)
+    entries = client.get(f"/workflows/{wf}/timeline").json()["data"]
+    listed = page.eval_on_selector_all("#timeline-list li", "items => items.length")
+    assert listed == len(entries), f"{listed} listed, the timeline has {len(entries)}"
+
+
+def test_service_started_from_the_form_shows_its_requests(
+    dashboard: Dashboard, client: httpx.Client
+) -> None:
+    """The Service kind asks for an idle timeout instead of a number of steps and starts a
+    service workflow; a request answered through the API shows in the followed workflow's
+    mailbox (consumed) and timeline (the message taken, the reply set)."""
+    page = dashboard.page
+    wf = unique_id("ui-service")
+    page.get_by_label("Service").check()
+    expect(page.get_by_label("Steps", exact=True)).to_be_hidden()
+    page.get_by_label("Workflow ID").fill(wf)
+    page.get_by_label("Idle timeout (seconds)").fill("600")
+    page.get_by_label("Seconds per step").fill("0")
+    page.get_by_role("button", name="Start workflow").click()
+    expect(page.locator("#f-kind")).to_have_text("service")
+    answer = client.post(f"/workflows/{wf}/request", json={"n": 10})
+    assert answer.status_code == 200 and answer.json()["reply"]["fibonacci"] == 55, answer.text
+    expect(page.locator('#mailbox-rows tr[data-state="consumed"]')).to_have_count(1)
+    expect(page.locator('#timeline-list li[data-type="message_received"]')).to_have_count(1)
+    assert client.post(f"/workflows/{wf}/cancel").status_code == 200
+    expect(page.locator("#f-status")).to_have_text("CANCELLED")

@@ -1,10 +1,13 @@
 """One mechanism for every wait and watch: shared per-workflow state, batched database reads.
 
 The servers here count the SQL statements they send (`python -m bench.server`: the app plus
-`/bench/db-statements/by-source`), so the tests can check what the live hub costs the database:
+`/bench/db-statements/by-source`, and the rows returned, `/bench/db-rows/by-shape`), so the
+tests can check what the live hub costs the database:
 - many requests waiting on one event key are answered with the same value, read once;
 - the batched status poll is one statement per interval, whatever the number of watched
-  workflows;
+  workflows, and so are the heads of the watched live timelines;
+- one request after another to a service workflow reads its new event rows only, not its
+  whole history;
 - a status change made by another instance reaches the subscribers of this one;
 - `GET /workflows/live` pushes new workflows and status changes, to each tenant its own;
 - a live stream can start with its last N values (`tail`) or its latest (`from=latest`).
@@ -43,6 +46,8 @@ STATUS_POLL = (
     "SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY",
     "SELECT workflow_uuid, status FROM workflow_status WHERE workflow_uuid IN (SELECT value",
 )
+# The live timelines' heads (dbos_internals.live_timeline_queries): one per interval.
+TIMELINE_HEADS = "SELECT s.workflow_uuid, s.created_at, s.executor_id, s.status, s.updated_at"
 # What sends statements on a clock of its own, whatever is watched (bench/server.py names the
 # sources): DBOS's queue, scheduler, background-jobs and LISTEN threads, and the takeover
 # scan's and executor lock's connections (takeover.py). How many of theirs fall into a window
@@ -109,6 +114,11 @@ def statements(http: httpx.Client, *, clock_driven: bool = True) -> Counter[str]
         if clock_driven or not source.startswith(CLOCK_DRIVEN):
             shapes.update(counts)
     return shapes
+
+
+def rows(http: httpx.Client) -> Counter[str]:
+    """The rows the server's SELECTs have returned so far, by statement shape (Postgres)."""
+    return Counter(http.get("/bench/db-rows/by-shape").json())
 
 
 def count_of(shapes: Counter[str], prefix: str | tuple[str, ...]) -> int:
@@ -262,19 +272,95 @@ def test_waiter_learns_the_workflow_finished_without_the_key(
 # --- the batched poll ------------------------------------------------------------------------
 
 
-def statements_per_poll(http: httpx.Client, polls: int) -> float:
-    """The statements the server sends per status poll, over `polls` polls, but those sent on
-    a clock of their own (CLOCK_DRIVEN): on a loaded machine the window stretches, and more of
-    theirs fall into it, with no watcher costing any more."""
+def statements_per_poll(
+    http: httpx.Client, polls: int, interval: str | tuple[str, ...] = STATUS_POLL
+) -> float:
+    """The statements the server sends per status poll (or per statement of another shape
+    sent once per interval), over `polls` polls, but those sent on a clock of their own
+    (CLOCK_DRIVEN): on a loaded machine the window stretches, and more of theirs fall into it,
+    with no watcher costing any more."""
     first = statements(http, clock_driven=False)
     wait_until(
-        lambda: count_of(statements(http), STATUS_POLL) - count_of(first, STATUS_POLL) >= polls,
+        lambda: count_of(statements(http), interval) - count_of(first, interval) >= polls,
         timeout=WAIT,
-        what=f"{polls} status polls",
+        what=f"{polls} polls",
     )
     last = statements(http, clock_driven=False)
-    done = count_of(last, STATUS_POLL) - count_of(first, STATUS_POLL)
+    done = count_of(last, interval) - count_of(first, interval)
     return (sum(last.values()) - sum(first.values())) / done
+
+
+def enqueue_idle(server: ServerProcess, workflow_ids: list[str]) -> None:
+    """Workflows that stay idle whatever the time: enqueued on a queue no process serves, so
+    they stay ENQUEUED (not finished, so watched and polled) and nothing runs or waits in
+    them. A running workflow would not do: one asleep in a step wakes and writes once its
+    step ends, and one waiting in recv costs DBOS's own polling on SQLite, per waiter."""
+    client = DBOSClient(system_database_url=server.env["DBOS_SYSTEM_DATABASE_URL"])
+    try:
+        for workflow_id in workflow_ids:
+            options: EnqueueOptions = {
+                "queue_name": "never-served",
+                "workflow_name": "idle",
+                "workflow_id": workflow_id,
+            }
+            client.enqueue(options)
+    finally:
+        client.destroy()
+
+
+def idle_cost(
+    server: ServerProcess,
+    background: Background,
+    paths: list[str],
+    interval: str | tuple[str, ...] = STATUS_POLL,
+) -> float:
+    """Statements per poll (see statements_per_poll) while each of `paths` is watched over
+    SSE by one client."""
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        limits = httpx.Limits(max_connections=len(paths) + 10)
+        async with httpx.AsyncClient(base_url=server.base_url, limits=limits) as client:
+
+            async def one(path: str) -> None:
+                async with client.stream("GET", path, timeout=None) as answer:
+                    assert answer.status_code == 200
+                    reading = asyncio.ensure_future(answer.aread())
+                    await stop.wait()
+                    reading.cancel()
+
+            await asyncio.gather(*(one(path) for path in paths), return_exceptions=True)
+
+    with httpx.Client(base_url=server.base_url, timeout=30.0) as http:
+        running = background.submit(watch())
+        wait_until(
+            lambda: gauge(http, "comm_live_connections") == len(paths),
+            timeout=WAIT,
+            what=f"{len(paths)} live connections",
+        )
+        try:
+            statements_per_poll(http, 2, interval)  # settle: everything watched has been read
+            return statements_per_poll(http, 12, interval)
+        finally:
+            background.loop.call_soon_threadsafe(stop.set)
+            running.result(timeout=WAIT)
+            wait_until(
+                lambda: gauge(http, "comm_live_connections") == 0,
+                timeout=WAIT,
+                what="live connections closed",
+            )
+
+
+@pytest.fixture(scope="module")
+def idle_workflows(request: pytest.FixtureRequest, server: ServerProcess) -> Iterator[list[str]]:
+    """N_WAITERS idle workflows (enqueue_idle) on the Postgres server, for the tests that
+    watch many; cancelled at the end of the module."""
+    workflow_ids = [unique_id("shared-idle") for _ in range(N_WAITERS)]
+    enqueue_idle(server, workflow_ids)
+    yield workflow_ids
+    with httpx.Client(base_url=server.base_url, timeout=30.0) as http:
+        for workflow_id in workflow_ids:
+            http.post(f"/workflows/{workflow_id}/cancel")
 
 
 @pytest.mark.parametrize("database", ["postgres", "sqlite"])
@@ -287,75 +373,55 @@ def test_poll_statements_do_not_grow_with_watched_workflows(
     takeover scan, on clocks of their own, are not counted (CLOCK_DRIVEN). The watched
     workflows are ENQUEUED on a queue nobody serves, so nothing at all changes while they
     are watched."""
-    server: ServerProcess = request.getfixturevalue(
-        "server" if database == "postgres" else "sqlite_server_counted"
-    )
-    http = httpx.Client(base_url=server.base_url, timeout=30.0)
-    request.addfinalizer(http.close)
-    workflow_ids = [unique_id("shared-poll") for _ in range(N_WAITERS)]
-    # Workflows that stay idle whatever the time: enqueued on a queue no process serves, so
-    # they stay ENQUEUED (not finished, so watched and polled) and nothing runs or waits in
-    # them. A running workflow would not do: one asleep in a step wakes and writes once its
-    # step ends, and one waiting in recv costs DBOS's own polling on SQLite, per waiter.
-    client = DBOSClient(system_database_url=server.env["DBOS_SYSTEM_DATABASE_URL"])
-    try:
-        for workflow_id in workflow_ids:
-            options: EnqueueOptions = {
-                "queue_name": "never-served",
-                "workflow_name": "idle",
-                "workflow_id": workflow_id,
-            }
-            client.enqueue(options)
-    finally:
-        client.destroy()
-    stop = asyncio.Event()
-
-    async def watch(watched: list[str]) -> None:
-        limits = httpx.Limits(max_connections=len(watched) + 10)
-        async with httpx.AsyncClient(base_url=server.base_url, limits=limits) as client:
-
-            async def one(workflow_id: str) -> None:
-                path = f"/workflow-events/{workflow_id}/live"
-                async with client.stream("GET", path, timeout=None) as answer:
-                    assert answer.status_code == 200
-                    reading = asyncio.ensure_future(answer.aread())
-                    await stop.wait()
-                    reading.cancel()
-
-            await asyncio.gather(*(one(w) for w in watched), return_exceptions=True)
-
-    def measure(watched: list[str]) -> float:
-        stop.clear()
-        running = background.submit(watch(watched))
-        wait_until(
-            lambda: gauge(http, "comm_live_connections") == len(watched),
-            timeout=WAIT,
-            what=f"{len(watched)} live connections",
-        )
-        try:
-            statements_per_poll(http, 2)  # settle: every feed has read its state
-            return statements_per_poll(http, 12)
-        finally:
-            background.loop.call_soon_threadsafe(stop.set)
-            running.result(timeout=WAIT)
-            wait_until(
-                lambda: gauge(http, "comm_live_connections") == 0,
-                timeout=WAIT,
-                what="live connections closed",
-            )
-
-    try:
-        few = measure(workflow_ids[:5])
-        many = measure(workflow_ids)
-    finally:
-        for workflow_id in workflow_ids:
-            http.post(f"/workflows/{workflow_id}/cancel")
+    if database == "postgres":
+        server: ServerProcess = request.getfixturevalue("server")
+        workflow_ids: list[str] = request.getfixturevalue("idle_workflows")
+    else:
+        server = request.getfixturevalue("sqlite_server_counted")
+        workflow_ids = [unique_id("shared-poll") for _ in range(N_WAITERS)]
+        enqueue_idle(server, workflow_ids)
+    paths = [f"/workflow-events/{workflow_id}/live" for workflow_id in workflow_ids]
+    few = idle_cost(server, background, paths[:5])
+    many = idle_cost(server, background, paths)
     # On SQLite the events poll runs five times per status poll, on its own timer: a little
     # more room for how many of them fall into a window.
     slack = 1.0 if database == "postgres" else 2.0
     measured = f"{few:.2f} statements per status poll with 5 watched, {many:.2f} with 200"
     print(f"\n[{database}] {measured}")  # noqa: T201
     assert many <= few + slack, measured
+
+
+def test_timeline_statements_do_not_grow_with_watched_timelines(
+    server: ServerProcess, background: Background, idle_workflows: list[str]
+) -> None:
+    """Idle, live timelines cost the same statements per interval whether 5 or 200 are
+    watched: one statement reads the heads of them all, and nothing else is read while no
+    head moves (no timeline is read on its own, per interval or otherwise)."""
+    paths = [f"/workflows/{workflow_id}/timeline/live" for workflow_id in idle_workflows]
+    few = idle_cost(server, background, paths[:5], TIMELINE_HEADS)
+    many = idle_cost(server, background, paths, TIMELINE_HEADS)
+    measured = f"{few:.2f} statements per interval with 5 timelines watched, {many:.2f} with 200"
+    print(f"\n{measured}")  # noqa: T201
+    assert many <= few + 1.0, measured
+
+
+def test_each_request_reads_only_the_new_event_rows(http: httpx.Client) -> None:
+    """One request after another to one service workflow: each request's wait reads the
+    service's new event rows (its count and its reply), not its whole event history, which
+    grows by two rows per request: the hub keeps the workflow's state between waiters."""
+    workflow_id = unique_id("shared-service")
+    started = http.post(f"/start-workflow-service/{workflow_id}", params={"idle_timeout": 600})
+    assert started.status_code == 200, started.text
+    rows_read: list[int] = []
+    for n in range(30):
+        before = count_of(rows(http), EVENTS_READ)
+        answer = http.post(f"/workflows/{workflow_id}/request", json={"n": n})
+        assert answer.status_code == 200, answer.text
+        rows_read.append(count_of(rows(http), EVENTS_READ) - before)
+    http.post(f"/workflows/{workflow_id}/cancel")
+    # Each request sets two events; a read may come between them, or see one twice if a
+    # notification lands while it runs. The whole history of the last request is 61 rows.
+    assert max(rows_read[10:]) <= 6, f"event rows read per request: {rows_read}"
 
 
 # --- several instances -----------------------------------------------------------------------

@@ -28,9 +28,12 @@ from workflow_comm.routes import (
     events,
     health,
     live,
+    mailbox,
     messaging,
     metrics,
+    requests,
     streaming,
+    timeline,
     tokens,
     webhooks,
     websocket,
@@ -66,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install(app, settings, demo_workflows=settings.demo_workflows)
     if settings.demo_workflows:
-        for area in (events, messaging, streaming):
+        for area in (events, messaging, streaming, requests):
             app.include_router(
                 area.start_router,
                 dependencies=[Depends(bind_workflow_id), Depends(authorize)],
@@ -116,6 +119,11 @@ def _install(app: FastAPI, settings: Settings, *, demo_workflows: bool) -> None:
             {401: UNAUTHORIZED, 422: OUT_OF_BOUNDS, 503: "Too many live connections"}, sse=True
         ),
     )
+    app.include_router(
+        timeline.live_router,
+        dependencies=[Depends(bind_workflow_id), Depends(authorize_live)],
+        responses=error_responses(WORKFLOW_ERRORS, sse=True),
+    )
     app.include_router(websocket.router)  # authorizes in its handler, with close codes
     # A token with the send scope may POST to the messaging routes, and to no others.
     for area, authorization in (
@@ -123,6 +131,9 @@ def _install(app: FastAPI, settings: Settings, *, demo_workflows: bool) -> None:
         (messaging, authorize_send),
         (streaming, authorize),
         (control, authorize),
+        (mailbox, authorize),
+        (timeline, authorize),
+        (requests, authorize_send),
     ):
         app.include_router(
             area.router,

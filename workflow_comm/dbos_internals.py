@@ -29,6 +29,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
@@ -193,6 +194,20 @@ def live_statuses_query(is_sqlite: bool) -> sa.TextClause:
     )
 
 
+def _per_workflow(is_sqlite: bool, *columns: tuple[str, str]) -> str:
+    """A derived table w(id, <column>...) of :ids and, per ID, the value at the same position
+    in the list parameter of each (name, Postgres type) of `columns` (see live_batch)."""
+    if is_sqlite:
+        picked = "".join(f", {name}.value AS {name}" for name, _ in columns)
+        joined = "".join(
+            f" JOIN json_each(:{name}) {name} ON {name}.key = i.key" for name, _ in columns
+        )
+        return f"(SELECT i.value AS id{picked} FROM json_each(:ids) i{joined}) w"
+    arrays = "".join(f", CAST(:{name} AS {kind}[])" for name, kind in columns)
+    names = "".join(f", {name}" for name, _ in columns)
+    return f"unnest(CAST(:ids AS text[]){arrays}) AS w(id{names})"
+
+
 def live_event_changes_query(is_sqlite: bool) -> sa.TextClause:
     """(workflow_uuid, key, value, serialization, version) of every set_event of each workflow
     in :ids after its own version in :afters (the same position), oldest first.
@@ -200,17 +215,11 @@ def live_event_changes_query(is_sqlite: bool) -> sa.TextClause:
     `function_id` orders a workflow's set_events and is the version the live endpoints send.
     """
     history = _table(is_sqlite, "workflow_events_history")
-    if is_sqlite:
-        wanted = (
-            "(SELECT i.value AS id, a.value AS after FROM json_each(:ids) i"
-            " JOIN json_each(:afters) a ON a.key = i.key) w"
-        )
-    else:
-        wanted = "unnest(CAST(:ids AS text[]), CAST(:afters AS integer[])) AS w(id, after)"
+    wanted = _per_workflow(is_sqlite, ("afters", "integer"))
     return sa.text(
         "SELECT h.workflow_uuid, h.key, h.value, h.serialization, h.function_id"
         f" FROM {history} h JOIN {wanted}"
-        " ON h.workflow_uuid = w.id AND h.function_id > w.after"
+        " ON h.workflow_uuid = w.id AND h.function_id > w.afters"
         " ORDER BY h.workflow_uuid, h.function_id"
     )
 
@@ -245,6 +254,67 @@ def live_changed_workflows_query(is_sqlite: bool) -> sa.TextClause:
     return sa.text(
         f"SELECT workflow_uuid, updated_at FROM {_table(is_sqlite, 'workflow_status')}"
         " WHERE updated_at > :since ORDER BY updated_at LIMIT :limit"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LiveTimelineQueries:
+    """The live timelines' batched reads (live/timeline.py), each one statement for every
+    workflow in :ids. `heads`: (workflow_uuid, the TIMELINE_STATUS columns, the highest
+    operation function_id, the number of messages): what moves with any new timeline entry.
+    The others read what is new per workflow, after its own position in the per-ID lists
+    :ops (operations), :evs (events history), :sts (streams), :sent (messages sent at or after
+    this epoch ms, or consumed by an operation after :ops), oldest first, at most :max rows;
+    each row starts with its workflow_uuid, then the columns TimelineRows describes."""
+
+    heads: sa.TextClause
+    operations: sa.TextClause
+    events: sa.TextClause
+    streams: sa.TextClause
+    messages: sa.TextClause
+
+
+def live_timeline_queries(is_sqlite: bool) -> LiveTimelineQueries:
+    def table(name: str) -> str:
+        return _table(is_sqlite, name)
+
+    def text(sql: str) -> sa.TextClause:
+        return sa.text(re.sub(r"%\((\w+)\)s", r":\1", sql))
+
+    ops = table("operation_outputs")
+    after = _per_workflow(is_sqlite, ("ops", "integer"), ("evs", "integer"), ("sts", "integer"))
+    sent = _per_workflow(is_sqlite, ("sent", "bigint"), ("ops", "integer"))
+    return LiveTimelineQueries(
+        heads=text(
+            f"SELECT s.workflow_uuid, {TIMELINE_STATUS_COLUMNS},"
+            f" (SELECT MAX(o.function_id) FROM {ops} o WHERE o.workflow_uuid = s.workflow_uuid),"
+            f" (SELECT COUNT(*) FROM {table('notifications')} n"
+            " WHERE n.destination_uuid = s.workflow_uuid)"
+            f" FROM {table('workflow_status')} s WHERE {_ids_in(is_sqlite, 's.workflow_uuid')}"
+        ),
+        operations=text(
+            f"SELECT o.workflow_uuid, {TIMELINE_OPERATION_COLUMNS} FROM {ops} o JOIN {after}"
+            " ON o.workflow_uuid = w.id AND o.function_id > w.ops"
+            " ORDER BY o.workflow_uuid, o.function_id LIMIT :max"
+        ),
+        events=text(
+            f"SELECT h.workflow_uuid, {TIMELINE_EVENT_COLUMNS}"
+            f" FROM {table('workflow_events_history')} h JOIN {after}"
+            " ON h.workflow_uuid = w.id AND h.function_id > w.evs"
+            " ORDER BY h.workflow_uuid, h.function_id LIMIT :max"
+        ),
+        streams=text(
+            f"SELECT t.workflow_uuid, {TIMELINE_STREAM_COLUMNS} FROM {table('streams')} t"
+            f" JOIN {after} ON t.workflow_uuid = w.id AND t.function_id > w.sts"
+            ' ORDER BY t.workflow_uuid, t.function_id, t."offset" LIMIT :max'
+        ),
+        messages=text(
+            f"SELECT n.destination_uuid, {MESSAGE_COLUMNS} FROM {table('notifications')} n"
+            f" JOIN {sent} ON n.destination_uuid = w.id"
+            " AND (n.created_at_epoch_ms >= w.sent OR n.consumed_by_function_id > w.ops)"
+            f" {_message_join(table('operation_outputs'))}"
+            " ORDER BY n.destination_uuid, n.created_at_epoch_ms LIMIT :max"
+        ),
     )
 
 
@@ -388,12 +458,106 @@ def like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
+# How DBOS stores the topic None.
+NULL_TOPIC = _sys_db._dbos_null_topic
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    message_id: str
+    topic: str | None
+    payload: Any
+    sent_at: int
+    consumed: bool
+    consumed_at: int | None
+    consumed_by: int | None
+    idempotency_key: str | None
+
+
+def stored_message(workflow_id: str, row: Sequence[Any]) -> StoredMessage:
+    """A row of MESSAGE_COLUMNS as the mailbox shows it (to `workflow_id`)."""
+    message_id, topic, text, serialization, sent_at, consumed, consumed_by, consumed_at = row
+    try:
+        payload = decode_portable(text, serialization)
+    except (NotPortable, ValueError):
+        payload = None  # pickled (never unpickled here), or not JSON
+    suffix = f"::{workflow_id}"
+    key = message_id.removesuffix(suffix) if message_id.endswith(suffix) else None
+    return StoredMessage(
+        message_id=message_id,
+        topic=None if topic == NULL_TOPIC else topic,
+        payload=payload,
+        sent_at=int(sent_at),
+        consumed=bool(consumed),
+        consumed_at=None if consumed_at is None else int(consumed_at),
+        consumed_by=None if consumed_by is None else int(consumed_by),
+        idempotency_key=key,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineRows:
+    """Rows as read: status (created_at, executor_id, status, updated_at, completed_at,
+    recovery_attempts, started_at_epoch_ms); operations (function_id, function_name, started,
+    completed, output, output length, error, serialization, child workflow); events
+    (function_id, key, value, length, serialization); streams (function_id, key, offset,
+    value, length, serialization)."""
+
+    status: Sequence[Any] | None
+    operations: list[tuple[Any, ...]]
+    events: list[tuple[Any, ...]]
+    streams: list[tuple[Any, ...]]
+    messages: list[StoredMessage]
+
+
+# The columns of each kind of TimelineRows, by alias: workflow_status s, operation_outputs o,
+# workflow_events_history h, streams t; values cut to %(chars)s characters.
+TIMELINE_STATUS_COLUMNS = (
+    "s.created_at, s.executor_id, s.status, s.updated_at, s.completed_at, s.recovery_attempts,"
+    " s.started_at_epoch_ms"
+)
+TIMELINE_OPERATION_COLUMNS = (
+    "o.function_id, o.function_name, o.started_at_epoch_ms, o.completed_at_epoch_ms,"
+    " substr(o.output, 1, %(chars)s), length(o.output), substr(o.error, 1, %(chars)s),"
+    " o.serialization, o.child_workflow_id"
+)
+TIMELINE_EVENT_COLUMNS = (
+    "h.function_id, h.key, substr(h.value, 1, %(chars)s), length(h.value), h.serialization"
+)
+TIMELINE_STREAM_COLUMNS = (
+    't.function_id, t.key, t."offset", substr(t.value, 1, %(chars)s), length(t.value),'
+    " t.serialization"
+)
+# A message (notifications n) with when its recv took it (operation_outputs o): stored_message.
+MESSAGE_COLUMNS = (
+    "n.message_uuid, n.topic, n.message, n.serialization, n.created_at_epoch_ms, n.consumed,"
+    " n.consumed_by_function_id, o.completed_at_epoch_ms"
+)
+
+
+def _message_join(operations: str) -> str:
+    return (
+        f"LEFT JOIN {operations} o ON o.workflow_uuid = n.destination_uuid"
+        " AND o.function_id = n.consumed_by_function_id"
+    )
+
+
+# DBOS's names for the operations it records in operation_outputs (function_name).
+OP_SET_EVENT = "DBOS.setEvent"
+OP_WRITE_STREAM = "DBOS.writeStream"
+OP_CLOSE_STREAM = "DBOS.closeStream"
+OP_RECV = "DBOS.recv"
+OP_SEND = "DBOS.send"
+DBOS_OPERATION_PREFIX = "DBOS."
+
+
 class DirectReads(ABC):
     """One workflow's status, events or stream page, or a list, each in one statement."""
 
     def __init__(self, is_sqlite: bool) -> None:
         schema = "" if is_sqlite else "dbos."
         self._sqlite = is_sqlite
+        self._schema = schema
         status_columns = _STATUS_COLUMNS.format(schema=schema)
         self._status_sql = self._sql(f"{status_columns} WHERE s.workflow_uuid = %(id)s")
         self._list_base = status_columns
@@ -527,6 +691,83 @@ class DirectReads(ABC):
         sql += " ORDER BY s.created_at DESC LIMIT %(limit)s"
         rows = await self._rows(self._sql(sql), params)
         return [_stored_status(row) for row in rows]
+
+    # -- the mailbox and the timeline (routes/mailbox.py, routes/timeline.py) ----------------
+    #
+    # DBOS 3.4.0 keeps every message in `notifications` after a recv takes it: `consumed` is
+    # set and `consumed_by_function_id` names the recv (its row in `operation_outputs`, with
+    # the time it was recorded, in the same transaction). `message_uuid` is
+    # "<idempotency key>::<destination>" for a send with a key, else a random UUID. A topic of
+    # None is stored as NULL_TOPIC. Only DBOS's rewind deletes messages.
+
+    async def messages(
+        self,
+        workflow_id: str,
+        *,
+        topic: str | None,
+        consumed: bool | None,
+        limit: int,
+        offset: int,
+    ) -> list[StoredMessage]:
+        """The workflow's messages, oldest first (the order recv takes them in, per topic)."""
+        where = ["n.destination_uuid = %(id)s"]
+        params: dict[str, Any] = {"id": workflow_id, "limit": limit, "offset": offset}
+        if topic is not None:
+            where.append("n.topic = %(topic)s")
+            params["topic"] = topic
+        if consumed is not None:
+            where.append("n.consumed = %(consumed)s")
+            params["consumed"] = consumed
+        sql = self._messages_sql(" AND ".join(where)) + " LIMIT %(limit)s OFFSET %(offset)s"
+        rows = await self._rows(self._sql(sql), params)
+        return [stored_message(workflow_id, row) for row in rows]
+
+    def _messages_sql(self, where: str) -> str:
+        return (
+            f"SELECT {MESSAGE_COLUMNS} FROM {self._schema}notifications n"
+            f" {_message_join(self._schema + 'operation_outputs')}"
+            f" WHERE {where} ORDER BY n.created_at_epoch_ms,"
+            # Sent in the same millisecond (the same second, on SQLite): consumed ones in the
+            # order their recvs took them, then in the order written (SQLite's rowid).
+            " n.consumed_by_function_id IS NULL, n.consumed_by_function_id,"
+            f" {'n.rowid' if self._sqlite else 'n.message_uuid'}"
+        )
+
+    async def timeline_rows(self, workflow_id: str, *, max_rows: int, chars: int) -> TimelineRows:
+        """What DBOS keeps of one workflow's history, each kind in one statement (at most
+        `max_rows` of each, oldest first; stored values cut to `chars` + 1 characters)."""
+        schema = self._schema
+        params = {"id": workflow_id, "max": max_rows, "chars": chars + 1}
+        status_sql = (
+            f"SELECT {TIMELINE_STATUS_COLUMNS} FROM {schema}workflow_status s"
+            " WHERE s.workflow_uuid = %(id)s"
+        )
+        operations_sql = (
+            f"SELECT {TIMELINE_OPERATION_COLUMNS} FROM {schema}operation_outputs o"
+            " WHERE o.workflow_uuid = %(id)s ORDER BY o.function_id LIMIT %(max)s"
+        )
+        events_sql = (
+            f"SELECT {TIMELINE_EVENT_COLUMNS} FROM {schema}workflow_events_history h"
+            " WHERE h.workflow_uuid = %(id)s ORDER BY h.function_id LIMIT %(max)s"
+        )
+        streams_sql = (
+            f"SELECT {TIMELINE_STREAM_COLUMNS} FROM {schema}streams t"
+            ' WHERE t.workflow_uuid = %(id)s ORDER BY t.function_id, t."offset" LIMIT %(max)s'
+        )
+        reads = [
+            self._rows(self._sql(sql), params)
+            for sql in (status_sql, operations_sql, events_sql, streams_sql)
+        ]
+        messages_sql = self._messages_sql("n.destination_uuid = %(id)s") + " LIMIT %(max)s"
+        reads.append(self._rows(self._sql(messages_sql), params))
+        status, operations, events, streams, messages = await asyncio.gather(*reads)
+        return TimelineRows(
+            status=status[0] if status else None,
+            operations=operations,
+            events=events,
+            streams=streams,
+            messages=[stored_message(workflow_id, row) for row in messages],
+        )
 
 
 class PostgresReads(DirectReads):

@@ -18,7 +18,7 @@ TOPIC_NOTIFICATION: Final = "notification"
 STREAM_PROGRESS: Final = "progress_stream"
 
 # Workflow kinds, as named in URLs and responses.
-WorkflowKind = Literal["events", "messaging", "streaming"]
+WorkflowKind = Literal["events", "messaging", "streaming", "service"]
 
 # DBOS workflow statuses after which a workflow does nothing more.
 TERMINAL_STATUSES: Final = frozenset(
@@ -75,3 +75,45 @@ TOKEN_TTL_MAX: Final = 86_400
 
 # What a token may do with the workflows it reaches (POST /tokens `scopes`).
 TokenScope = Literal["read", "send"]
+
+
+# -- request/reply (the "service" demo kind; POST /workflows/{id}/request) -----------------
+# A request is a message on TOPIC_REQUEST: {"correlation_id": ..., "body": {...}}. The workflow
+# answers it with set_event(reply_event(correlation_id), reply), from its body: exactly once,
+# durable, and readable by any process (the live hub wakes whoever waits for the key).
+TOPIC_REQUEST: Final = "request"
+REQUEST_CORRELATION: Final = "correlation_id"
+REQUEST_BODY: Final = "body"
+REPLY_EVENT_PREFIX: Final = "reply:"
+# A longer correlation ID is not a request (its reply's key must stay an event key's length).
+CORRELATION_ID_MAX_LEN: Final = EVENT_KEY_MAX_LEN - len(REPLY_EVENT_PREFIX)
+EVENT_REQUESTS_SERVED: Final = "requests_served"
+# A service workflow ends once idle this long (seconds), or after this many requests.
+SERVICE_IDLE_TIMEOUT_DEFAULT: Final = 300.0
+SERVICE_IDLE_TIMEOUT_MAX: Final = 86_400.0
+SERVICE_MAX_REQUESTS: Final = 10_000
+# The largest n a service computes F(n) for.
+FIBONACCI_N_MAX: Final = 1000
+# How long POST /workflows/{id}/request waits for the reply (seconds).
+REQUEST_TIMEOUT_DEFAULT: Final = 10.0
+REQUEST_TIMEOUT_MAX: Final = 120.0
+
+
+def reply_event(correlation_id: str) -> str:
+    """The event key a request's reply is set under."""
+    return f"{REPLY_EVENT_PREFIX}{correlation_id}"
+
+
+# -- mailbox and timeline (GET /workflows/{id}/messages, /timeline) -------------------------
+MailboxState = Literal["pending", "consumed", "all"]
+MAILBOX_PAGE_DEFAULT: Final = 100
+MAILBOX_PAGE_MAX: Final = 1000
+# Rows read per page offset: offsets beyond this are refused (422), not scanned.
+PAGE_OFFSET_MAX: Final = 1_000_000
+TIMELINE_PAGE_DEFAULT: Final = 500
+TIMELINE_PAGE_MAX: Final = 5000
+# Stored JSON longer than this is shown as a preview (its first characters), not decoded.
+TIMELINE_VALUE_MAX_CHARS: Final = 1000
+# The most entries of each kind one timeline read builds (a long-running service may have
+# many more); a timeline cut there says so (`truncated`).
+TIMELINE_READ_MAX: Final = 20_000

@@ -82,3 +82,37 @@ AppName = Annotated[
         examples=["dbos-workflow-communication"],
     ),
 ]
+MailboxLimit = Annotated[
+    int, Query(ge=1, le=names.MAILBOX_PAGE_MAX, description="Most messages to return.")
+]
+PageOffset = Annotated[
+    int, Query(ge=0, le=names.PAGE_OFFSET_MAX, description="How many to skip (oldest first).")
+]
+TimelineLimit = Annotated[
+    int, Query(ge=1, le=names.TIMELINE_PAGE_MAX, description="Most entries to return.")
+]
+TopicFilter = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=names.TOPIC_MAX_LEN,
+        pattern=names.TOPIC_PATTERN,
+        description="Only messages on this topic.",
+    ),
+]
+RequestTimeout = Annotated[
+    float,
+    Query(
+        gt=0,
+        le=names.REQUEST_TIMEOUT_MAX,
+        description="Seconds to wait for the reply; then 504 (the request stays in the mailbox).",
+    ),
+]
+IdleTimeout = Annotated[
+    float,
+    Query(
+        gt=0,
+        le=names.SERVICE_IDLE_TIMEOUT_MAX,
+        description="The service workflow ends after this many seconds without a request.",
+    ),
+]

@@ -487,3 +487,10 @@ async def _dbos_read_page(
         return values, False, False
     finally:
         await reader.aclose()
+
+
+def direct_reads() -> DirectReads:
+    """The direct reads, for what only they read (the mailbox, the timeline)."""
+    if _reads is None:
+        raise DatabaseUnavailable("the direct reads are not open")
+    return _reads

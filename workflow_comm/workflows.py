@@ -1,4 +1,4 @@
-"""The three demo workflows, one per communication mechanism. No HTTP in here.
+"""The demo workflows: one per communication mechanism, and a request/reply service. No HTTP.
 
 Every set_event, write_stream and close_stream call sits in a workflow body, never in a step:
 DBOS checkpoints each one, so after a crash the recovered workflow skips the ones already
@@ -14,10 +14,16 @@ from dbos import DBOS
 
 from workflow_comm.metrics import count_finished
 from workflow_comm.names import (
+    CORRELATION_ID_MAX_LEN,
     EVENT_MESSAGE,
     EVENT_PROGRESS,
+    EVENT_REQUESTS_SERVED,
     EVENT_RESULT,
     EVENT_STATUS,
+    FIBONACCI_N_MAX,
+    REQUEST_BODY,
+    REQUEST_CORRELATION,
+    SERVICE_MAX_REQUESTS,
     STATUS_APPROVED,
     STATUS_COMPLETED,
     STATUS_REJECTED,
@@ -26,7 +32,9 @@ from workflow_comm.names import (
     STATUS_WAITING,
     STREAM_PROGRESS,
     TOPIC_NOTIFICATION,
+    TOPIC_REQUEST,
     WorkflowKind,
+    reply_event,
     status_processing,
 )
 
@@ -173,10 +181,57 @@ async def workflow_with_streaming(n_steps: int, step_seconds: float) -> dict[str
     }
 
 
+# The service's reply to anything but {"n": k}.
+REQUEST_ERROR = f'a request is {{"n": k}} with k an integer from 0 to {FIBONACCI_N_MAX}'
+
+
+def requested_n(body: Any) -> int | None:
+    """k of a valid request {"n": k}; None for anything else."""
+    n = body.get("n") if isinstance(body, dict) else None
+    if isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= FIBONACCI_N_MAX:
+        return n
+    return None
+
+
+@DBOS.workflow()
+@count_finished("service")
+async def workflow_with_service(idle_timeout: float, step_seconds: float) -> dict[str, Any]:
+    """Request/reply: answer each request on `request` until idle for `idle_timeout` seconds.
+
+    A request is {"correlation_id": c, "body": {"n": k}}; its reply {"n": k, "fibonacci": F(k)}
+    is set as event `reply:<c>`, and `requests_served` counts the replies. recv consumes each
+    message once (DBOS records which recv took it), and the reply is set in the workflow body,
+    so after a crash the recovered run neither takes a request again nor replies twice.
+    """
+    served = 0
+    await DBOS.set_event_async(EVENT_REQUESTS_SERVED, served)
+    while served < SERVICE_MAX_REQUESTS:
+        request = await DBOS.recv_async(TOPIC_REQUEST, timeout_seconds=idle_timeout)
+        if request is None:
+            break  # idle: the service ends
+        correlation = request.get(REQUEST_CORRELATION) if isinstance(request, dict) else None
+        if not isinstance(correlation, str) or len(correlation) > CORRELATION_ID_MAX_LEN:
+            continue  # not a request envelope: nobody waits for a reply
+        n = requested_n(request.get(REQUEST_BODY))
+        reply: dict[str, Any] = {"error": REQUEST_ERROR}
+        if n is not None and step_seconds > 0:
+            # Slow work is a step: checkpointed, so a recovered run does not do it again.
+            reply = {"n": n, "fibonacci": await compute_step(n, step_seconds)}
+        elif n is not None:
+            # Quick and deterministic: in the body, one database write fewer per request.
+            reply = {"n": n, "fibonacci": fibonacci(n)}
+        served += 1
+        # The count before the reply, so whoever has the reply sees it counted.
+        await DBOS.set_event_async(EVENT_REQUESTS_SERVED, served)
+        await DBOS.set_event_async(reply_event(correlation), reply)
+    return {EVENT_REQUESTS_SERVED: served}
+
+
 # DBOS records a workflow by its function's name; this maps it back to the URL's kind.
 KIND_BY_FUNCTION: dict[str, WorkflowKind] = {
     workflow_with_events.__name__: "events",
     workflow_with_messaging.__name__: "messaging",
     workflow_with_streaming.__name__: "streaming",
+    workflow_with_service.__name__: "service",
 }
 FUNCTION_BY_KIND: dict[WorkflowKind, str] = {kind: fn for fn, kind in KIND_BY_FUNCTION.items()}

@@ -80,6 +80,11 @@ class StreamDisconnected(ConnectionFailed):
     """A live stream kept failing to reconnect; `detail` holds the last cause."""
 
 
+class NoReply(ClientTimeout):
+    """504: the workflow did not reply to a request in time (it stays in its mailbox; a retry
+    with the same idempotency key waits for the same reply)."""
+
+
 _ERRORS_BY_STATUS: dict[int, type[WorkflowClientError]] = {
     400: BadRequest,
     401: Unauthorized,
@@ -90,6 +95,7 @@ _ERRORS_BY_STATUS: dict[int, type[WorkflowClientError]] = {
     422: ValidationFailed,
     429: TooManyRequests,
     503: ServiceUnavailable,
+    504: NoReply,
 }
 
 

@@ -52,7 +52,19 @@ from workflow_comm.models import (
     WorkflowsPublic,
     WorkflowStatusName,
 )
-from workflow_comm.names import TERMINAL_STATUSES, WorkflowKind
+from workflow_comm.models_mailbox import (
+    MessagesPublic,
+    RequestReplied,
+    ServiceWorkflowStarted,
+    TimelineEntry,
+    TimelinePublic,
+)
+from workflow_comm.names import (
+    REQUEST_TIMEOUT_DEFAULT,
+    TERMINAL_STATUSES,
+    MailboxState,
+    WorkflowKind,
+)
 
 logger = logging.getLogger("workflow_comm.client")
 
@@ -253,6 +265,14 @@ class EventsFeed(Feed[EventChange]):
         return EventChange(key=data["key"], value=data["value"], version=int(data["version"]))
 
 
+class TimelineFeed(Feed[TimelineEntry]):
+    """A workflow's live timeline: each entry's id is its SSE id, so a reconnect resumes
+    after the last entry handed out (the server sends the ones after it)."""
+
+    def item(self, sse: ServerSentEvent) -> TimelineEntry:
+        return TimelineEntry.model_validate(sse.json())
+
+
 class StatusFeed(Feed[WorkflowPublic]):
     def __init__(self, path: str) -> None:
         super().__init__(path)
@@ -435,6 +455,10 @@ def status_feed(workflow_id: str) -> StatusFeed:
     return StatusFeed(f"/workflows/{_wf(workflow_id)}/live")
 
 
+def timeline_feed(workflow_id: str) -> TimelineFeed:
+    return TimelineFeed(f"/workflows/{_wf(workflow_id)}/timeline/live")
+
+
 # ---------------------------------------------------------------------------------------------
 # Flows: every method that takes more than one request
 
@@ -518,3 +542,47 @@ def follow(feed: Feed[T], retry: Reconnects) -> Flow[None]:
         except (ConnectionFailed, ClientTimeout, ServiceUnavailable) as exc:
             cause = exc
         yield Sleep(retry.next_delay(cause))
+
+
+# ---------------------------------------------------------------------------------------------
+# Request/reply, the mailbox and the timeline
+
+
+def start_service(
+    workflow_id: str, idle_timeout: float | None, step_seconds: float | None
+) -> Call[ServiceWorkflowStarted]:
+    path = f"/start-workflow-service/{_wf(workflow_id)}"
+    params = _optional(idle_timeout=idle_timeout, step_seconds=step_seconds)
+    return Call("POST", path, ServiceWorkflowStarted, params)
+
+
+def request(
+    workflow_id: str,
+    payload: Mapping[str, Any],
+    topic: str | None,
+    timeout: float | None,
+    idempotency_key: str | None,
+) -> Call[RequestReplied]:
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+    path = f"/workflows/{_wf(workflow_id)}/request"
+    params = _optional(topic=topic, timeout=timeout)
+    waits = REQUEST_TIMEOUT_DEFAULT if timeout is None else timeout
+    return Call(
+        "POST", path, RequestReplied, params, body=dict(payload), headers=headers, waits=waits
+    )
+
+
+def list_messages(
+    workflow_id: str,
+    topic: str | None,
+    state: MailboxState | None,
+    limit: int | None,
+    offset: int | None,
+) -> Call[MessagesPublic]:
+    params = _optional(topic=topic, state=state, limit=limit, offset=offset)
+    return Call("GET", f"/workflows/{_wf(workflow_id)}/messages", MessagesPublic, params)
+
+
+def get_timeline(workflow_id: str, limit: int | None, offset: int | None) -> Call[TimelinePublic]:
+    params = _optional(limit=limit, offset=offset)
+    return Call("GET", f"/workflows/{_wf(workflow_id)}/timeline", TimelinePublic, params)

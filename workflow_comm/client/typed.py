@@ -71,7 +71,14 @@ from workflow_comm.models import (
     WorkflowsPublic,
     WorkflowStatusName,
 )
-from workflow_comm.names import STREAM_PROGRESS, TOPIC_NOTIFICATION, WorkflowKind
+from workflow_comm.models_mailbox import (
+    MessagesPublic,
+    RequestReplied,
+    ServiceWorkflowStarted,
+    TimelineEntry,
+    TimelinePublic,
+)
+from workflow_comm.names import STREAM_PROGRESS, TOPIC_NOTIFICATION, MailboxState, WorkflowKind
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -191,9 +198,9 @@ class TypedWorkflowClient(_Base[httpx.Client]):
     answers 401 (`Unauthorized`); a read-only key that starts, sends, cancels or resumes gets
     403 (`Forbidden`). Neither is retried, not even by the live methods.
 
-    Live methods (`iter_stream`, `watch_events`, `watch_status`, `stream_live_updates`)
-    reconnect after a dropped connection up to `max_retries` times in a row, waiting
-    `retry_backoff` seconds doubled per attempt (at most `max_backoff`), resuming with
+    Live methods (`iter_stream`, `watch_events`, `watch_status`, `stream_live_updates`,
+    `iter_timeline`) reconnect after a dropped connection up to `max_retries` times in a row,
+    waiting `retry_backoff` seconds doubled per attempt (at most `max_backoff`), resuming with
     `Last-Event-ID`. `sse_read_timeout` is how long a live connection may stay silent before
     it counts as dropped.
     """
@@ -495,6 +502,60 @@ class TypedWorkflowClient(_Base[httpx.Client]):
         """The server's health report; `status` is "degraded" when the database is away."""
         return self._do(flows.health())
 
+    # -- request/reply, the mailbox, the timeline --------------------------------------------
+
+    def start_workflow_service(
+        self,
+        workflow_id: str,
+        idle_timeout: float | None = None,
+        step_seconds: float | None = None,
+    ) -> ServiceWorkflowStarted:
+        """Start a service workflow that answers {"n": k} with F(k) until idle for
+        `idle_timeout` seconds (`created` is False if it existed)."""
+        return self._do(flows.start_service(workflow_id, idle_timeout, step_seconds))
+
+    def request(
+        self,
+        workflow_id: str,
+        payload: Mapping[str, Any],
+        topic: str | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> RequestReplied:
+        """Send a request and return the workflow's reply (`reply`), waiting up to `timeout` s.
+
+        With an `idempotency_key`, a repeat (after NoReply, or a lost connection) gets the same
+        reply and the workflow handles the request once. Raises NoReply (a ClientTimeout) if
+        no reply came in time, Conflict if the workflow finished without replying.
+        """
+        return self._do(flows.request(workflow_id, payload, topic, timeout, idempotency_key))
+
+    def list_messages(
+        self,
+        workflow_id: str,
+        topic: str | None = None,
+        state: MailboxState | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> MessagesPublic:
+        """The workflow's mailbox, oldest first: `state` "pending", "consumed" or "all"."""
+        return self._do(flows.list_messages(workflow_id, topic, state, limit, offset))
+
+    def get_timeline(
+        self, workflow_id: str, limit: int | None = None, offset: int | None = None
+    ) -> TimelinePublic:
+        """What happened to the workflow, in order (a page of it)."""
+        return self._do(flows.get_timeline(workflow_id, limit, offset))
+
+    def iter_timeline(self, workflow_id: str) -> Generator[TimelineEntry, None, None]:
+        """Every timeline entry so far, then each new one as it happens, until the workflow
+        has finished (its `end` entry is the last; the current status is not sent).
+
+        Pushed over SSE. Reconnects and raises as `iter_stream` does: a reconnect resumes
+        after the last entry handed out, so none is repeated.
+        """
+        return self._do(flows.timeline_feed(workflow_id))
+
 
 # ---------------------------------------------------------------------------------------------
 # The asyncio client
@@ -594,7 +655,8 @@ class _AsyncSource:
 
 class AsyncWorkflowClient(_Base[httpx.AsyncClient]):
     """`TypedWorkflowClient`'s methods for asyncio: coroutines, and async iterators for the
-    live ones (`iter_stream`, `watch_events`, `watch_status`, `stream_live_updates`).
+    live ones (`iter_stream`, `watch_events`, `watch_status`, `stream_live_updates`,
+    `iter_timeline`).
 
     Use it as an async context manager, or call `aclose()`. `api_key`, reconnection and the
     other settings work as in `TypedWorkflowClient`; extra keyword arguments go to
@@ -697,6 +759,11 @@ class AsyncWorkflowClient(_Base[httpx.AsyncClient]):
     cancel_workflow = awaiting(TypedWorkflowClient.cancel_workflow)
     resume_workflow = awaiting(TypedWorkflowClient.resume_workflow)
     health = awaiting(TypedWorkflowClient.health)
+    start_workflow_service = awaiting(TypedWorkflowClient.start_workflow_service)
+    request = awaiting(TypedWorkflowClient.request)
+    list_messages = awaiting(TypedWorkflowClient.list_messages)
+    get_timeline = awaiting(TypedWorkflowClient.get_timeline)
+    iter_timeline = awaiting(TypedWorkflowClient.iter_timeline)
 
 
 def public_methods(cls: type) -> dict[str, Any]:

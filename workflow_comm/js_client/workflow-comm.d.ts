@@ -114,6 +114,22 @@ export interface WatchStatusOptions extends LiveOptions {
   onClose?: (workflow: Workflow) => void;
 }
 
+/** One entry of a workflow's timeline (GET /workflows/{id}/timeline); `type` says which
+ * other fields it has. */
+export interface TimelineEntry {
+  type: string;
+  at: number | null;
+  id: string;
+  [field: string]: unknown;
+}
+
+export interface WatchTimelineOptions extends LiveOptions {
+  /** Each timeline entry, once, in order; then each new one as it is recorded. */
+  onEntry: (entry: TimelineEntry) => void;
+  /** The workflow ended; its final status. */
+  onClose?: (end: { workflow_id: string; status: string }) => void;
+}
+
 export interface WorkflowFilters {
   status?: string;
   kind?: string;
@@ -194,4 +210,6 @@ export class WorkflowClient {
   watchStatus(workflowId: string, options: WatchStatusOptions): LiveHandle;
   /** Watch every workflow started and every status change (an API key's call). */
   watchWorkflows(options: WatchWorkflowsOptions): LiveHandle;
+  /** Watch the workflow's timeline until it ends. */
+  watchTimeline(workflowId: string, options: WatchTimelineOptions): LiveHandle;
 }

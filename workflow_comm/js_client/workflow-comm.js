@@ -519,6 +519,38 @@ export class WorkflowClient {
   }
 
   /**
+   * Watch the workflow's timeline: `onEntry(entry)` for each entry so far, in order, then for
+   * each new one as it is recorded, until the workflow ends (`onClose({workflow_id, status})`).
+   * A reconnect resumes after the last entry received; none is told twice.
+   *
+   * @param {string} workflowId
+   * @param {LiveOptions & {onEntry: (entry: import("./workflow-comm.d.ts").TimelineEntry) => void, onClose?: (end: {workflow_id: string, status: string}) => void}} options
+   * @returns {LiveHandle}
+   */
+  watchTimeline(workflowId, { onEntry, onClose, ...live }) {
+    const told = new Set();
+    let last = null; // the id of the last entry received: the server resumes after it
+    const feed = new Feed(
+      this,
+      {
+        request: () => ({
+          path: `/workflows/${segment(workflowId)}/timeline/live`,
+          headers: last ? { "Last-Event-ID": last } : {},
+        }),
+        onEvent: ({ event, data }) => {
+          if (event === "closed") return notify(onClose, data);
+          last = data.id;
+          if (told.has(data.id)) return;
+          told.add(data.id);
+          notify(onEntry, data);
+        },
+      },
+      live,
+    );
+    return new LiveHandle(feed.start());
+  }
+
+  /**
    * Watch every workflow started and every status change from now on (needs an API key),
    * with the filters of listWorkflows. It never ends by itself. Changes made while it was
    * reconnecting are not sent again: reload the list on each `onState("open")`.

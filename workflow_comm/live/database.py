@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from workflow_comm.dbos_internals import (
     NOTIFY_CHANNELS,
     PORTABLE_JSON,
+    StoredMessage,
     decode_value,
     is_stream_close_marker,
     live_batch,
@@ -29,7 +30,9 @@ from workflow_comm.dbos_internals import (
     live_statuses_query,
     live_stream_heads_query,
     live_stream_last_query,
+    live_timeline_queries,
     notified_workflow,
+    stored_message,
 )
 from workflow_comm.settings import Settings
 
@@ -46,6 +49,29 @@ class StoredEvent:
     decoded: bool  # False: not stored as JSON, so not read here (DBOS's own read can)
 
 
+@dataclass(frozen=True, slots=True)
+class TimelineCursor:
+    """Where a workflow's timeline was read up to: the highest function_id read of its
+    operations, events and stream writes, and the latest time a message was sent."""
+
+    operation: int = -1
+    event: int = -1
+    stream: int = -1
+    sent_at: int = -1
+
+
+@dataclass(slots=True)
+class TimelineChanges:
+    """Rows read after a TimelineCursor (as TimelineRows holds them); `cut`: a statement hit
+    its row limit, so there may be more."""
+
+    operations: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    streams: list[tuple[Any, ...]] = field(default_factory=list)
+    messages: list[StoredMessage] = field(default_factory=list)
+    cut: bool = False
+
+
 class LiveDatabase:
     """The batched reads of the live hub, on a small connection pool of its own."""
 
@@ -57,6 +83,7 @@ class LiveDatabase:
         self._heads = live_stream_heads_query(sqlite)
         self._last = live_stream_last_query(sqlite)
         self._changed = live_changed_workflows_query(sqlite)
+        self._timeline = live_timeline_queries(sqlite)
         # No pre-ping (it would double the transactions of every poll): a connection lost
         # with a database restart fails one read, is dropped, and the next read reconnects.
         self._engine = sa.create_engine(
@@ -108,6 +135,51 @@ class LiveDatabase:
         """(workflow ID, updated_at) of workflows created or changed after `since` (epoch ms)."""
         rows = await self._read(self._changed, {"since": since, "limit": limit})
         return [(workflow_id, int(updated)) for workflow_id, updated in rows]
+
+    async def timeline_heads(self, workflow_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        """Each workflow's timeline head (TIMELINE_STATUS columns, the highest operation ID,
+        the number of messages): it moves with every new timeline entry. One statement."""
+        rows = await self._read(self._timeline.heads, live_batch(self.is_sqlite, workflow_ids))
+        return {str(row[0]): tuple(row[1:]) for row in rows}
+
+    async def timeline_changes(
+        self, after: dict[str, TimelineCursor], *, max_rows: int, chars: int
+    ) -> dict[str, TimelineChanges]:
+        """What each workflow's timeline gained after its cursor, one statement per kind of
+        record for them all (at most `max_rows` of each kind in all: `cut` says one was)."""
+        ids = list(after)
+        cursors = [after[i] for i in ids]
+        found = {i: TimelineChanges() for i in ids}
+        queries = self._timeline
+        params = live_batch(
+            self.is_sqlite,
+            ids,
+            ops=[c.operation for c in cursors],
+            evs=[c.event for c in cursors],
+            sts=[c.stream for c in cursors],
+            sent=[c.sent_at for c in cursors],
+        ) | {"max": max_rows, "chars": chars + 1}
+        for query, kind in (
+            (queries.operations, "operations"),
+            (queries.events, "events"),
+            (queries.streams, "streams"),
+        ):
+            rows = await self._read(query, params)
+            for row in rows:
+                getattr(found[str(row[0])], kind).append(tuple(row[1:]))
+            self._note_cut(found, len(rows) >= max_rows)
+        rows = await self._read(queries.messages, params)
+        for row in rows:
+            workflow_id = str(row[0])
+            found[workflow_id].messages.append(stored_message(workflow_id, tuple(row[1:])))
+        self._note_cut(found, len(rows) >= max_rows)
+        return found
+
+    @staticmethod
+    def _note_cut(found: dict[str, "TimelineChanges"], cut: bool) -> None:
+        if cut:
+            for changes in found.values():
+                changes.cut = True
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)

@@ -301,6 +301,17 @@ class WorkflowFeed:
             initial.append(state.end)
         return initial
 
+    def rewarm(self, status: WorkflowPublic | None) -> None:
+        """Watched again after a time unwatched (and unread): what it read is kept but may be
+        behind. The next events read takes only the changes since events_version, and until
+        it is done nothing is answered from the kept values. Streams are read afresh; the
+        status is `status` (just read), or the next status poll's."""
+        self.events_read = False
+        self.streams.clear()
+        self.status = None
+        if status is not None:
+            self.set_status(status)
+
     def add_waiter(self, key: str) -> asyncio.Future[KeyOutcome]:
         """A future that gets the key's value once it is set, or the final status once the
         workflow has finished without setting it."""

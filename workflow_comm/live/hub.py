@@ -9,12 +9,17 @@ Whatever the number of clients and workflows, the database sees:
   COMM_LIVE_EVENTS_POLL_SEC over every watched workflow (with one query of the stream heads);
 - a stream read only when something was written to it (or its workflow ended);
 - for `GET /workflows/live` watchers, one query per interval for the rows changed since;
+- for live timelines, one query per interval of their heads, and the new rows of those whose
+  head moved, all in one query per kind of record (timeline.py);
 - on Postgres, every NOTIFY_FALLBACK_SEC, the events and stream heads of every watched
   workflow in one query each, in case a notification was lost.
 A set_event or stream write made by this process's own workflows wakes its feed as soon as it
 commits (on both backends), ahead of the notification or the SQLite poll, which remain for the
 writes of other processes.
-Nothing else is read while nothing changes. Subscribers (SSE, WebSocket) and
+Nothing else is read while nothing changes. A feed nobody watches any more is kept a while
+(WARM_FEEDS, reading nothing): the next waiter on that workflow reads only the event changes
+made since, not the workflow's whole history again (a service's request/reply waits).
+Subscribers (SSE, WebSocket) and
 waiting `GET /workflow-events/{id}/{key}` requests are all served from the feeds' shared state.
 """
 
@@ -22,6 +27,7 @@ import asyncio
 import contextvars
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -36,6 +42,7 @@ from workflow_comm.live.database import LiveDatabase, PostgresWakeups
 from workflow_comm.live.feed import FeedConfig, Interest, KeyOutcome, Subscriber, WorkflowFeed
 from workflow_comm.live.items import Shutdown
 from workflow_comm.live.listing import WorkflowListing
+from workflow_comm.live.timeline import TimelineWatches
 from workflow_comm.service import describe
 from workflow_comm.settings import Settings
 
@@ -43,6 +50,8 @@ logger = logging.getLogger("workflow_comm")
 RETRY_AFTER_FAILURE_SEC = 1.0
 # Postgres: how often everything watched is read even without a notification.
 NOTIFY_FALLBACK_SEC = 5.0
+# Feeds kept after their last watcher left, most recently used first out of the way last.
+WARM_FEEDS = 256
 
 
 class LiveCapacityExceeded(Exception):
@@ -58,6 +67,7 @@ class LiveHub:
         self.db = LiveDatabase(settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._feeds: dict[str, WorkflowFeed] = {}
+        self._warm: OrderedDict[str, WorkflowFeed] = OrderedDict()
         self._config = FeedConfig(
             buffer=settings.live_buffer, replay_buffer=settings.live_replay_buffer
         )
@@ -76,11 +86,14 @@ class LiveHub:
         self._stop_local_writes: Callable[[], None] | None = None
         # GET /workflows/live: new workflows and status changes, polled with the statuses.
         self.listing = WorkflowListing(self.db, settings.live_buffer)
+        # GET /workflows/{id}/timeline/live: read together, woken like the feeds.
+        self.timelines = TimelineWatches(self.db, settings.live_status_poll_sec)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._tasks.append(self._spawn(self._poll_statuses()))
         self._tasks.append(self._spawn(self._read_events()))
+        self._tasks.append(self._spawn(self.timelines.run()))
         if self._data_poll is not None:
             self._tasks.append(self._spawn(self._poll_data(self._data_poll)))
         if self._wakeups:
@@ -106,6 +119,7 @@ class LiveHub:
         for feed in list(self._feeds.values()):
             feed.stop_all(Shutdown())
         self.listing.stop_all(Shutdown())
+        self.timelines.stop_all()
 
     def shutdown_threadsafe(self) -> None:
         """shutdown() from a signal handler or another thread."""
@@ -133,11 +147,17 @@ class LiveHub:
     def _feed(self, workflow_id: str, known: WorkflowStatus | None) -> WorkflowFeed:
         """The feed of a stored workflow ID, made if none; `known` seeds a new feed's status."""
         feed = self._feeds.get(workflow_id)
-        if feed is None:
+        if feed is not None:
+            return feed
+        status = None if known is None else describe(known, known.workflow_id)
+        feed = self._warm.pop(workflow_id, None)
+        if feed is not None:
+            feed.rewarm(status)
+        else:
             feed = WorkflowFeed(workflow_id, self._config, self._want_events, self._spawn)
-            self._feeds[workflow_id] = feed
-            if known is not None:
-                feed.set_status(describe(known, known.workflow_id))
+            if status is not None:
+                feed.set_status(status)
+        self._feeds[workflow_id] = feed
         return feed
 
     def _release(self, feed: WorkflowFeed) -> None:
@@ -145,6 +165,12 @@ class LiveHub:
             del self._feeds[feed.workflow_id]
             self._events_pending.discard(feed)
             feed.close()
+            # Kept, unread, for the next watcher: it then reads only what changed since. A
+            # finished workflow's is not (a resumed one would have moved on).
+            if feed.events_read and not feed.terminal:
+                self._warm[feed.workflow_id] = feed
+                while len(self._warm) > WARM_FEEDS:
+                    self._warm.popitem(last=False)
 
     def subscribe(
         self, workflow_id: str, interest: Interest, known: WorkflowStatus | None = None
@@ -190,6 +216,7 @@ class LiveHub:
     # -- wakeups ---------------------------------------------------------------------------
 
     def _notified(self, channel: str, workflow_id: str) -> None:
+        self.timelines.wake(workflow_id)
         feed = self._feeds.get(workflow_id)
         if feed is None:
             return
@@ -201,7 +228,8 @@ class LiveHub:
 
     def _written_here(self, channel: str, workflow_id: str) -> None:
         """On DBOS's writing thread, just after its commit: wake the feed on the loop."""
-        if workflow_id not in self._feeds or self._loop is None:
+        watched = workflow_id in self._feeds or self.timelines.watching(workflow_id)
+        if not watched or self._loop is None:
             return
         try:
             self._loop.call_soon_threadsafe(self._notified, channel, workflow_id)
@@ -210,6 +238,7 @@ class LiveHub:
 
     def wake_all(self) -> None:
         """Read everything watched once more: notifications may have been missed."""
+        self.timelines.wake_all()
         for feed in list(self._feeds.values()):
             if feed.wants_events:
                 self._want_events(feed)

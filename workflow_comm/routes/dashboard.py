@@ -65,11 +65,13 @@ def page_config(demo_workflows: bool = True) -> dict[str, Any]:
             "nSteps": [names.N_STEPS_MIN, names.N_STEPS_MAX],
             "stepSeconds": [0, names.STEP_SECONDS_MAX],
             "approvalTimeoutMax": names.APPROVAL_TIMEOUT_MAX,
+            "idleTimeoutMax": names.SERVICE_IDLE_TIMEOUT_MAX,
             "topicMaxLength": names.TOPIC_MAX_LEN,
         },
         "defaults": {
             "stepSeconds": names.STEP_SECONDS_DEFAULT,
             "approvalTimeout": names.APPROVAL_TIMEOUT_DEFAULT,
+            "idleTimeout": names.SERVICE_IDLE_TIMEOUT_DEFAULT,
         },
         "workflowIdPattern": names.WORKFLOW_ID_PATTERN,
         "workflowIdRule": names.WORKFLOW_ID_RULE,

@@ -5,6 +5,7 @@
 import { apiKey, listenToAnswers, request, segment, setApiKey } from "./api.js";
 import { config } from "./config.js";
 import { FollowedWorkflow } from "./follow.js";
+import { WorkflowHistory } from "./history.js";
 import { RecentList } from "./recent.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,6 +14,8 @@ const idInput = $("workflow-id");
 const idPattern = new RegExp(config.workflowIdPattern);
 
 const kind = () => form.elements.kind.value;
+// The followed workflow's mailbox and timeline (not `history`: that is the browser's).
+const workflowHistory = new WorkflowHistory();
 
 let suggested = "";
 
@@ -37,11 +40,17 @@ function describeBounds() {
     max: bounds.approvalTimeoutMax,
     value: defaults.approvalTimeout,
   });
+  Object.assign($("idle-timeout"), {
+    min: 0,
+    max: bounds.idleTimeoutMax,
+    value: defaults.idleTimeout,
+  });
   idInput.maxLength = bounds.workflowIdMaxLength;
   $("message-topic").maxLength = bounds.topicMaxLength;
   $("n-steps-hint").textContent = `${minSteps} to ${maxSteps}.`;
   $("step-seconds-hint").textContent = `${minSeconds} to ${maxSeconds}; 0 runs at full speed.`;
   $("approval-timeout-hint").textContent = "How long it waits for Approve or Reject.";
+  $("idle-timeout-hint").textContent = "It ends after this long without a request.";
 }
 
 // The form checks only what would not even make a URL; the server judges the rest (422).
@@ -53,9 +62,16 @@ function startRequest() {
   if (!idPattern.test(id)) {
     return { problem: `Workflow ID may use only ${config.workflowIdRule}.`, field: idInput };
   }
-  if (!steps) return { problem: "Steps must be a whole number.", field: $("n-steps") };
   if (!seconds) return { problem: "Seconds per step must be a number.", field: $("step-seconds") };
   const query = { step_seconds: seconds };
+  if (kind() === "service") {
+    // A service has no steps to count: it answers requests until idle for this long.
+    const idle = $("idle-timeout").value.trim();
+    if (!idle) return { problem: "Idle timeout must be a number.", field: $("idle-timeout") };
+    query.idle_timeout = idle;
+    return { path: `/start-workflow-service/${segment(id)}`, query };
+  }
+  if (!steps) return { problem: "Steps must be a whole number.", field: $("n-steps") };
   if (kind() === "messaging") {
     const timeout = $("approval-timeout").value.trim();
     if (!timeout)
@@ -104,6 +120,7 @@ async function start(event, followed, recent) {
 
 async function followWorkflow(id, followed, recent) {
   if (await followed.follow(id)) {
+    workflowHistory.show(id);
     recent.setCurrent(id);
     history.replaceState(null, "", `#${encodeURIComponent(id)}`);
   }
@@ -169,6 +186,8 @@ function main() {
   $("suggest-id").addEventListener("click", suggestId);
   const syncKind = () => {
     $("approval-field").hidden = kind() !== "messaging";
+    $("idle-field").hidden = kind() !== "service";
+    $("steps-field").hidden = kind() === "service";
     if (idInput.value === suggested) suggestId(); // keep an ID the person typed
   };
   for (const radio of form.elements.kind) radio.addEventListener("change", syncKind);
