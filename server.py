@@ -15,10 +15,12 @@ import socket
 import sys
 import time
 from types import FrameType
+from typing import Literal
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from workflow_comm.app import create_app
 from workflow_comm.logs import configure_logging
@@ -64,6 +66,29 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+class BoundedWriteBufferProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with each connection's write buffer bounded to `high_water`
+    bytes instead of asyncio's 64 KiB."""
+
+    high_water = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        transport.set_write_buffer_limits(high=self.high_water)
+
+
+def http_protocol(settings: Settings) -> type[asyncio.Protocol] | Literal["auto"]:
+    """With COMM_SOCKET_SEND_BUFFER, the server's own write buffer per connection is bounded
+    to the same size, so a client that stops reading is noticed after about twice that."""
+    if not settings.socket_send_buffer:
+        return "auto"
+    return type(
+        "BoundedWriteBuffer",
+        (BoundedWriteBufferProtocol,),
+        {"high_water": settings.socket_send_buffer},
+    )
+
+
 def serve(settings: Settings, *, shared_port: bool = False) -> None:
     """Serve the app in this process. `shared_port`: as one of several workers, on a socket
     of its own that shares the port with the others (workflow_comm/workers.py)."""
@@ -74,6 +99,7 @@ def serve(settings: Settings, *, shared_port: bool = False) -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
+        http=http_protocol(settings),
         # Frames over the message bound but under this cap get an `error` frame and the socket
         # stays usable; past it the transport closes with 1009 without reading the frame.
         ws_max_size=settings.ws_max_frame_bytes,

@@ -148,8 +148,8 @@ def percentile(samples: list[float], q: float) -> float:
 TUNED_CAP = 2
 TUNED_HEARTBEAT = 0.2
 TUNED_BUFFER = 100
-# Kernel send buffer per connection: small, so a client that stops reading stalls the
-# server's writes after kilobytes rather than megabytes of OS autotuning.
+# Kernel send buffer and write buffer per connection: small, so a client that stops reading
+# stalls the server's writes after kilobytes rather than megabytes of OS autotuning.
 TUNED_SEND_BUFFER = 4096
 
 
@@ -446,7 +446,7 @@ def test_slow_consumer_is_cut_off_and_resumes_without_loss(
     the socket buffers hold gets `overflow` with the offset to resume at and is disconnected;
     resuming there completes the stream with nothing lost, and the server's memory stays
     bounded."""
-    workflow_id, n_steps = unique_id("live-slow"), 500
+    workflow_id, n_steps = unique_id("live-slow"), 200
     memory_before = tuned.get("/health").json()["memory_mb"]
     start(tuned, "streaming", workflow_id, n_steps, step_seconds=0)
     # Written whole first, so the client's pause below lasts only as long as the server takes
@@ -454,10 +454,11 @@ def test_slow_consumer_is_cut_off_and_resumes_without_loss(
     finished(tuned, workflow_id, timeout=120)
     overflows_before = overflow_count(tuned)
     path = f"/workflow-stream/{workflow_id}/live"
-    # A small receive buffer on the client's side too, so the ~120 KB of this stream overflow
-    # them. A buffer this small makes the client's kernel drop some segments while it does
-    # not read, and the server's kernel retransmits them with exponential backoff: a pause of
-    # tens of seconds would leave the client waiting about as long once it reads again.
+    # A small receive buffer on the client's side too, so the ~70 KB of this stream overflow
+    # them: with the server's send and write buffers (4 KB each) about 20 KB are held. A
+    # buffer this small makes the client's kernel drop some segments while it does not read,
+    # and the server's kernel retransmits them with exponential backoff: a pause of tens of
+    # seconds would leave the client waiting about as long once it reads again.
     small_buffer = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
     slow_client = httpx.Client(base_url=str(tuned.base_url), transport=small_buffer)
     with slow_client, connect_sse(slow_client, "GET", path, timeout=SSE_TIMEOUT) as source:

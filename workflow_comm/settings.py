@@ -128,9 +128,10 @@ class Settings(BaseSettings):
     # How often a watched workflow's events are read without a notification: the only
     # trigger on SQLite; on Postgres a fallback, since LISTEN/NOTIFY wakes readers at once.
     live_events_poll_sec: float = Field(default=0.05, ge=0.005, le=10)
-    # Kernel send buffer per connection, in bytes; 0 keeps the OS's autotuning (up to a
+    # Kernel send buffer per connection, in bytes, and the server's own write buffer per
+    # HTTP connection (asyncio's 64 KiB otherwise); 0 keeps the OS's autotuning (up to a
     # few MB). A client that stops reading is noticed (and a live one cut off with
-    # `overflow`) only once this buffer and COMM_LIVE_BUFFER items are full.
+    # `overflow`) only once these buffers and COMM_LIVE_BUFFER items are full.
     socket_send_buffer: int = Field(default=0, ge=0, le=64 * 1024 * 1024)
 
     # Takeover (Postgres only): a surviving instance finishes a dead instance's workflows.
