@@ -308,6 +308,9 @@ def enqueue_idle(server: ServerProcess, workflow_ids: list[str]) -> None:
         client.destroy()
 
 
+OPENING = 20  # live connections idle_cost opens at once
+
+
 def idle_cost(
     server: ServerProcess,
     background: Background,
@@ -320,14 +323,22 @@ def idle_cost(
 
     async def watch() -> None:
         limits = httpx.Limits(max_connections=len(paths) + 10)
+        # Opened OPENING at a time: this measures watching, not a burst of opens (which a
+        # loaded machine may answer with 503 once its reads take over COMM_DB_TIMEOUT_SEC).
+        opening = asyncio.Semaphore(OPENING)
         async with httpx.AsyncClient(base_url=server.base_url, limits=limits) as client:
 
             async def one(path: str) -> None:
-                async with client.stream("GET", path, timeout=None) as answer:
+                async with opening:
+                    request = client.build_request("GET", path, timeout=None)
+                    answer = await client.send(request, stream=True)
+                try:
                     assert answer.status_code == 200
                     reading = asyncio.ensure_future(answer.aread())
                     await stop.wait()
                     reading.cancel()
+                finally:
+                    await answer.aclose()
 
             await asyncio.gather(*(one(path) for path in paths), return_exceptions=True)
 
