@@ -32,7 +32,40 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", backends, scope="session")
 
 
+# The modules that take longest (about 40-110 s each on 2 cores), longest first. Run ahead
+# of the rest (scripts/test.sh passes --no-loadscope-reorder, so pytest-xdist hands out
+# modules in this order), the many short modules then fill the gaps and both processes end
+# together; by default xdist would order by test count and leave a one-test 70 s module last.
+LONGEST_MODULES = (
+    "tests/test_multi_instance.py",
+    "tests/test_mailbox_requests.py",
+    "tests/test_workers.py",
+    "tests/test_live_shared.py",
+    "tests/test_bench_smoke.py",
+    "tests/test_client.py",
+    "tests/test_live.py",
+    "test_communication.py",
+    "tests/test_webhooks.py",
+    "tests/test_gateway.py",
+    "tests/test_browser.py",
+    "tests/test_db_outage.py",
+    "tests/test_docs.py",
+    "tests/test_js_client.py",
+    "tests/test_recovery.py",
+    "tests/test_crash_campaign.py",
+)
+
+
+def _module_rank(item: pytest.Item) -> int:
+    module = item.nodeid.split("::", 1)[0]
+    try:
+        return LONGEST_MODULES.index(module)
+    except ValueError:
+        return len(LONGEST_MODULES)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_module_rank)  # stable: within a module, and among the rest, as collected
     if config.getoption("--base-url"):
         skip = pytest.mark.skip(reason="starts its own servers; not with --base-url")
         for item in items:

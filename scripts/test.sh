@@ -14,4 +14,6 @@ echo "== pytest"
 # database given in DBOS_SYSTEM_DATABASE_URL, one: servers of two processes on one database
 # would take over each other's workflows.
 if [ -n "${DBOS_SYSTEM_DATABASE_URL:-}" ]; then default_processes=1; else default_processes=2; fi
-exec .venv/bin/pytest -n "${COMM_TEST_PROCESSES:-$default_processes}" --dist loadfile "$@"
+# Modules are handed out longest first (conftest.py's LONGEST_MODULES), not by test count.
+exec .venv/bin/pytest -n "${COMM_TEST_PROCESSES:-$default_processes}" --dist loadfile \
+  --no-loadscope-reorder "$@"
