@@ -32,6 +32,9 @@ END_EVENTS = {"closed", "overflow", "shutdown"}
 TERMINAL = names.TERMINAL_STATUSES
 # A live response may idle between values; a read that waits this long means it is stuck.
 SSE_TIMEOUT = httpx.Timeout(30.0, read=15.0)
+# A client that stopped reading with a small receive buffer: its kernel may have dropped a
+# segment, which the server's kernel sends again at most TCP_RTO_MAX (120 s) later.
+SLOW_READ = httpx.Timeout(30.0, read=130.0)
 WS_TIMEOUT = 15.0
 
 
@@ -461,13 +464,13 @@ def test_slow_consumer_is_cut_off_and_resumes_without_loss(
     # seconds would leave the client waiting about as long once it reads again.
     small_buffer = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
     slow_client = httpx.Client(base_url=str(tuned.base_url), transport=small_buffer)
-    with slow_client, connect_sse(slow_client, "GET", path, timeout=SSE_TIMEOUT) as source:
+    with slow_client, connect_sse(slow_client, "GET", path, timeout=SLOW_READ) as source:
         events = sse_events(source)
         slow = [next(events)]
         # Stop reading until the server has cut this client off: the socket buffers and then
         # the server's queue for this client fill up.
         try:
-            wait_until(lambda: overflow_count(tuned) > overflows_before, timeout=60)
+            wait_until(lambda: overflow_count(tuned) > overflows_before, timeout=120)
             counted = True
         except AssertionError:
             counted = False  # what the client got instead is in the failure below
@@ -475,13 +478,13 @@ def test_slow_consumer_is_cut_off_and_resumes_without_loss(
             slow.extend(events)
         except httpx.ReadTimeout:
             raise AssertionError(
-                f"no byte for {SSE_TIMEOUT.read} s once the slow client read again, after "
-                f"{len(stream_ids(slow))} values (cut off within 60 s: {counted})"
+                f"no byte for {SLOW_READ.read} s once the slow client read again, after "
+                f"{len(stream_ids(slow))} values (cut off within 120 s: {counted})"
             ) from None
     memory_after = tuned.get("/health").json()["memory_mb"]
     assert counted and slow[-1].event == "overflow", (
         f"slow client ended with `{slow[-1].event}` after {len(stream_ids(slow))} values "
-        f"(buffer {TUNED_BUFFER}; cut off within 60 s: {counted}): {slow[-1].data}"
+        f"(buffer {TUNED_BUFFER}; cut off within 120 s: {counted}): {slow[-1].data}"
     )
 
     resume_offset = slow[-1].json()["resume_offset"]
