@@ -135,12 +135,9 @@ def get_hub(request: Request) -> LiveHub:
 Hub = Annotated[LiveHub, Depends(get_hub)]
 
 
-async def _subscription(
-    hub: LiveHub, workflow_id: str, interest: Interest, known: WorkflowStatus | None = None
-) -> AsyncIterator[Subscriber]:
-    """A subscriber for the whole response: checked (404, 503) before the first byte."""
-    if known is None:
-        known = await require_status(workflow_id)
+def take_live_slot(hub: LiveHub) -> None:
+    """One of the hub's live connections for this response (give it back with
+    hub.release()), or a 503 when all are taken."""
     try:
         hub.acquire()
     except LiveCapacityExceeded:
@@ -149,6 +146,15 @@ async def _subscription(
             f"Too many live connections (limit {hub.max_connections}); retry shortly.",
             headers={"Retry-After": "2"},
         ) from None
+
+
+async def _subscription(
+    hub: LiveHub, workflow_id: str, interest: Interest, known: WorkflowStatus | None = None
+) -> AsyncIterator[Subscriber]:
+    """A subscriber for the whole response: checked (404, 503) before the first byte."""
+    if known is None:
+        known = await require_status(workflow_id)
+    take_live_slot(hub)
     watched = stored_id(workflow_id)  # the hub and its readers work with stored IDs
     sub = hub.subscribe(watched, interest, known)
     try:
@@ -319,14 +325,7 @@ async def list_subscription(
     status: WorkflowStatusName | None = None,
     kind: WorkflowKind | None = None,
 ) -> AsyncIterator[ListWatcher]:
-    try:
-        hub.acquire()
-    except LiveCapacityExceeded:
-        raise HTTPException(
-            503,
-            f"Too many live connections (limit {hub.max_connections}); retry shortly.",
-            headers={"Retry-After": "2"},
-        ) from None
+    take_live_slot(hub)
     watcher = hub.listing.add(tenant_prefix(), kind, status)  # a tenant sees its own only
     try:
         yield watcher

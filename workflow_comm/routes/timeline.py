@@ -3,18 +3,18 @@
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, Request
 
 from workflow_comm import names
 from workflow_comm.auth import stored_id
 from workflow_comm.errors import within_db_timeout
 from workflow_comm.live.frames import PING
-from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
+from workflow_comm.live.hub import LiveHub
 from workflow_comm.live.timeline import TimelineWatch, timeline_frames
 from workflow_comm.models import WorkflowPublic
 from workflow_comm.models_mailbox import TimelineEntry, TimelinePublic
 from workflow_comm.params import PageOffset, TimelineLimit, WorkflowId
-from workflow_comm.routes.live import SSE_OK, EventStream
+from workflow_comm.routes.live import SSE_OK, EventStream, take_live_slot
 from workflow_comm.service import describe, direct_reads, require_status
 from workflow_comm.timeline import build_timeline
 
@@ -77,14 +77,7 @@ async def timeline_subscription(
     """A place among the watchers of the workflow's timeline, for the whole response."""
     status = await require_status(workflow_id)
     hub: LiveHub = request.app.state.live_hub
-    try:
-        hub.acquire()
-    except LiveCapacityExceeded:
-        raise HTTPException(
-            503,
-            f"Too many live connections (limit {hub.max_connections}); retry shortly.",
-            headers={"Retry-After": "2"},
-        ) from None
+    take_live_slot(hub)
     watch = hub.timelines.join(stored_id(workflow_id), describe(status, workflow_id))
     try:
         yield watch
