@@ -357,6 +357,10 @@ def test_request_survives_a_sigkill_and_a_retry_with_the_same_key(crash_database
     assert len(ids) == len(set(ids)), f"listed twice: {ids}"
     types = [entry["type"] for entry in timeline]
     assert "recovery" in types, f"the recovery does not show: {types}"
+    recovery = next(e for e in timeline if e["type"] == "recovery")
+    # DBOS keeps no time for a recovery: `at` is there, null (a page drawing the timeline
+    # must not take a missing `at` for a time).
+    assert "at" in recovery and recovery["at"] is None and recovery["attempts"] >= 1, recovery
     assert types.count("message_received") == 1, types
     replies = [e for e in timeline if e["type"] == "event" and e["key"] == reply_key]
     assert len(replies) == 1, replies

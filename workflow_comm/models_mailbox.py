@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from workflow_comm.models import StartedWorkflow
 
@@ -77,6 +77,21 @@ class TimelineEntry(BaseModel):
     executor_id: str | None = None
     status: str | None = None
     attempts: int | None = Field(default=None, description="DBOS's recovery_attempts.")
+
+    @model_serializer(mode="wrap")
+    # No return annotation on purpose: pydantic then keeps the model's own schema for the
+    # OpenAPI description (an annotated dict or Any would replace it with a bare object).
+    def _fields_of_its_type(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        """Each entry carries the fields its type has; other fields (None) are left out.
+        `at` is always there (null when DBOS keeps no time, as for `recovery`), and so is a
+        value or output that is null: an event set to None still says `"value": null`."""
+        kept = {"type", "at", "id"}
+        if self.type in ("event", "message_sent", "stream_write") and self.preview is None:
+            kept.add("value")
+        if self.type in ("step", "end") and self.error is None:
+            kept.add("output")
+        dumped: dict[str, Any] = handler(self)
+        return {k: v for k, v in dumped.items() if v is not None or k in kept}
 
 
 class TimelinePublic(BaseModel):

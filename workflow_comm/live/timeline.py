@@ -68,7 +68,7 @@ class TimelineWatch:
         """The entry's SSE frame, encoded once; its id is the entry's id."""
         found = self.frames.get(entry.id)
         if found is None:
-            data = compact_json(entry.model_dump(mode="json", exclude_none=True))
+            data = compact_json(entry.model_dump(mode="json"))
             found = self.frames[entry.id] = sse_frame(data, event_id=entry.id)
         return found
 

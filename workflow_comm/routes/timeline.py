@@ -47,8 +47,8 @@ async def read_timeline(stored: str, status: WorkflowPublic) -> tuple[list[Timel
     return build_timeline(rows, status, names.TIMELINE_VALUE_MAX_CHARS), cut
 
 
-# Each entry shows the fields its type has: the others (null) are left out.
-@router.get("/workflows/{workflow_id}/timeline", response_model_exclude_none=True)
+# Each entry shows the fields its type has (TimelineEntry's serializer leaves out the others).
+@router.get("/workflows/{workflow_id}/timeline")
 async def get_timeline(
     workflow_id: WorkflowId,
     limit: TimelineLimit = names.TIMELINE_PAGE_DEFAULT,

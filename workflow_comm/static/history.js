@@ -21,6 +21,8 @@ const LANE_HEIGHT = 22;
 const MAILBOX_LIMIT = 100;
 
 const time = (ms) => new Date(ms).toLocaleTimeString();
+// An entry DBOS keeps no time for (a recovery) has `at: null`: listed, not drawn.
+const hasTime = (entry) => typeof entry.at === "number";
 
 function describe(entry) {
   const shown = (value) => JSON.stringify(value)?.slice(0, 80) ?? "";
@@ -86,7 +88,7 @@ export class WorkflowHistory {
     this.entries.push(entry);
     const item = document.createElement("li");
     item.dataset.type = entry.type;
-    item.textContent = `${entry.at === null ? "–" : time(entry.at)} ${describe(entry)}`;
+    item.textContent = `${hasTime(entry) ? time(entry.at) : "–"} ${describe(entry)}`;
     $("timeline-list").append(item);
     $("timeline-summary").textContent = `${this.entries.length} entries.`;
     if (entry.type.startsWith("message")) this.mailboxSoon();
@@ -102,7 +104,7 @@ export class WorkflowHistory {
   /** Steps as bars on a time axis, everything else as marks, one lane per kind. */
   draw() {
     const chart = $("timeline-chart");
-    const timed = this.entries.filter((e) => e.at !== null);
+    const timed = this.entries.filter(hasTime);
     chart.hidden = timed.length === 0;
     chart.replaceChildren();
     if (chart.hidden) return;
