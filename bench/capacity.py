@@ -11,7 +11,7 @@ from typing import Any
 
 from bench import scenarios
 from bench.http import HTTPError, HTTPTransport
-from bench.load import _parked, bounded, cancel
+from bench.load import RETRIED_503, _parked, bounded, cancel, retried
 from bench.meter import HealthProbe, Meter, tree_cpu_seconds
 from bench.scenarios import drain, new_id
 from bench.stats import summarize, thin
@@ -37,25 +37,6 @@ async def _window(
     return {**meter.rates(start, end), "health": probe.summary(began)}
 
 
-# Every 503 a retried call got, by what was retried: reported with the phase's figures.
-RETRIED_503: Counter[str] = Counter()
-
-
-async def _retried(call: Callable[[], Awaitable[Any]], what: str, attempts: int = 6) -> None:
-    """`call`, again after a 503 (the server's database timeout under load): a message the
-    measurement needs, or clean-up after it, must not fail the phase; the 503s are counted
-    in RETRIED_503."""
-    for attempt in range(attempts):
-        try:
-            await call()
-            return
-        except HTTPError as exc:
-            if exc.status != 503 or attempt == attempts - 1:
-                raise
-            RETRIED_503[what] += 1
-            await asyncio.sleep(0.5 * 2**attempt)
-
-
 def _start_parked(http: HTTPTransport, workflow_id: str) -> Callable[[], Awaitable[None]]:
     # Starting a demo workflow again with its ID answers for the one already started.
     return lambda: http.start_messaging(workflow_id, PARKED_APPROVAL_SEC)
@@ -77,7 +58,7 @@ async def _last_go(
     already: int,
 ) -> int:
     """The "go" that sets each workflow's last key and ends it, then until none is PENDING."""
-    await bounded((_retried(go(w), "last go") for w in workflows), 20)
+    await bounded((retried(go(w), "last go") for w in workflows), 20)
     return await drain(http, already=already)
 
 
@@ -87,7 +68,7 @@ async def _release(http: HTTPTransport, ids: list[str], already: int) -> int:
     def release(workflow_id: str) -> Callable[[], Awaitable[None]]:
         return lambda: http.send(workflow_id, {"approved": False}, TOPIC_NOTIFICATION)
 
-    await bounded((_retried(release(i), "release") for i in ids), 20)
+    await bounded((retried(release(i), "release") for i in ids), 20)
     return await drain(http, already=already)
 
 
@@ -111,7 +92,7 @@ async def idle(
     already = await http.pending_count()
     RETRIED_503.clear()
     ids = [new_id("bench-idle") for _ in range(n_workflows)]
-    await bounded((_retried(_start_parked(http, i), "start") for i in ids), 25)
+    await bounded((retried(_start_parked(http, i), "start") for i in ids), 25)
     await bounded((_parked(http, i) for i in ids), 25)
     await asyncio.sleep(settle_sec)
     baseline = await _window(meter, http.base_url, window_sec, probe_sec)
@@ -220,7 +201,7 @@ async def _waiter_case(
         arrived = await _arrived(http, n_waiters, limit=timeout / 3)
         marks["go"] = time.time()
         for _ in range(keys_set):
-            await bounded((_retried(go(w), "go") for w in workflows), 50)
+            await bounded((retried(go(w), "go") for w in workflows), 50)
         set_waiters = [t for seq, t in enumerate(tasks) if seq % 2 == 0]
         await asyncio.wait_for(asyncio.gather(*set_waiters), timeout + 30)
         marks["released"] = time.time()

@@ -10,7 +10,7 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -24,6 +24,24 @@ from bench.scenarios import PARK_SEC, WAIT_TIMEOUT_SEC, collect_stream, drain, n
 from bench.stats import summarize, thin
 from bench.timed_workflows import GO_TOPIC, TICK_STREAM
 from workflow_comm.names import EVENT_MESSAGE, EVENT_STATUS, STATUS_WAITING, TOPIC_NOTIFICATION
+
+# Every 503 a retried call got, by what was retried: reported with the phase's figures.
+RETRIED_503: Counter[str] = Counter()
+
+
+async def retried(call: Callable[[], Awaitable[Any]], what: str, attempts: int = 6) -> None:
+    """`call`, again after a 503 (the server's database timeout under load): a message the
+    measurement needs, or clean-up after it, must not fail the phase; the 503s are counted
+    in RETRIED_503."""
+    for attempt in range(attempts):
+        try:
+            await call()
+            return
+        except HTTPError as exc:
+            if exc.status != 503 or attempt == attempts - 1:
+                raise
+            RETRIED_503[what] += 1
+            await asyncio.sleep(0.5 * 2**attempt)
 
 
 async def bounded(calls: Iterable[Awaitable[Any]], concurrency: int) -> list[Any]:
@@ -257,6 +275,7 @@ async def concurrency(
     `n_subscribers` by an events SSE subscriber each.
     """
     ids = [new_id("bench-conc") for _ in range(n_workflows)]
+    RETRIED_503.clear()
     already = await transport.pending_count()  # left over by an earlier scenario
     marks: dict[str, float] = {"begin": time.time()}
     await bounded((transport.start_messaging(i) for i in ids), 25)
@@ -299,8 +318,12 @@ async def concurrency(
     sent_at: dict[str, float] = {}
 
     async def send(workflow_id: str) -> None:
-        sent_at[workflow_id] = time.time()
-        await transport.send(workflow_id, {"approved": False}, TOPIC_NOTIFICATION)
+        sent_at[workflow_id] = time.time()  # a 503 and its retry count in the latency
+
+        async def once() -> None:
+            await transport.send(workflow_id, {"approved": False}, TOPIC_NOTIFICATION)
+
+        await retried(once, "send")
 
     watchers = [asyncio.create_task(waiter(i)) for i in ids[:n_waiters]]
     watchers += [
@@ -335,6 +358,8 @@ async def concurrency(
         "missed_examples": dict(list(missed.items())[:3]),
         "stuck_pending": stuck,
         "watcher_errors": len(errors),
+        # Sends answered 503 (a request waited longer than COMM_DB_TIMEOUT_SEC) and retried.
+        "retried_503": dict(RETRIED_503),
         "first_watcher_error": errors[0] if errors else None,
         "start_sec": round(marks["started"] - marks["begin"], 2),
         "send_all_sec": round(marks["sent"] - marks["watching"], 2),

@@ -13,6 +13,7 @@ direct reads, connection pings); the stdlib sqlite3 reads of a SQLite server are
 """
 
 import argparse
+import functools
 import inspect
 import os
 import threading
@@ -37,16 +38,29 @@ _rows_by_shape: Counter[str] = Counter()  # rows SELECTs returned, through SQLAl
 _statements_lock = threading.Lock()
 
 
+# Counting must cost the server little: what it measures includes it. Statements come from
+# SQLAlchemy's compiled cache and the server's constant queries, so the few distinct texts
+# are classified once each.
+@functools.lru_cache(maxsize=4096)
 def _shape(statement: str) -> str:
     """A statement's first 100 characters, whitespace collapsed: its kind, not its values."""
-    return " ".join(statement.split())[:100]
+    return " ".join(statement[:400].split())[:100]
+
+
+@functools.lru_cache(maxsize=4096)
+def _reads_stream(statement: str) -> bool:
+    return statement.lstrip()[:6].upper() == "SELECT" and "streams" in statement
 
 
 def _thread_source() -> str:
+    return _source_of(threading.current_thread().name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _source_of(name: str) -> str:
     """The sending thread's name without its counters: `Thread-7 (queue_thread)` is
     `queue_thread`, `live-db_3` is `live-db`: DBOS's background threads are told apart from
     the threads serving requests."""
-    name = threading.current_thread().name
     if name.endswith(")") and "(" in name:
         name = name[name.index("(") + 1 : -1]
     base, _, index = name.rpartition("_")
@@ -54,7 +68,7 @@ def _thread_source() -> str:
 
 
 def _count(statement: str, source: str | None = None) -> None:
-    reads_stream = statement.lstrip().upper().startswith("SELECT") and "streams" in statement
+    reads_stream = _reads_stream(statement)
     shape = _shape(statement)
     source = source or _thread_source()
     with _statements_lock:  # DBOS sends its statements from many threads
@@ -80,7 +94,7 @@ def _count_statement(_conn: object, _cursor: object, statement: str, *_: object)
 @sa.event.listens_for(sa.engine.Engine, "after_cursor_execute")
 def _statement_done(_conn: object, cursor: Any, statement: str, *_: object) -> None:
     _in_sqlalchemy.active = False
-    if statement.lstrip().upper().startswith("SELECT") and cursor.rowcount > 0:
+    if cursor.rowcount > 0 and _shape(statement).startswith(("SELECT", "select")):
         with _statements_lock:
             _rows_by_shape[_shape(statement)] += cursor.rowcount
 
