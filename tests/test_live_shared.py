@@ -47,6 +47,8 @@ STATUS_POLL = (
     "SELECT workflow_uuid, status FROM workflow_status WHERE workflow_uuid IN (SELECT value",
 )
 # The live timelines' heads (dbos_internals.live_timeline_queries): one per interval.
+# A request's read of one workflow's status (dbos_internals.DirectReads.status).
+STATUS_READ = "SELECT s.workflow_uuid, s.status, s.name, s.created_at"
 TIMELINE_HEADS = "SELECT s.workflow_uuid, s.created_at, s.executor_id, s.status, s.updated_at"
 # What sends statements on a clock of its own, whatever is watched (bench/server.py names the
 # sources): DBOS's queue, scheduler, background-jobs and LISTEN threads, and the takeover
@@ -190,33 +192,42 @@ def test_many_waiters_on_one_key_get_the_same_value_read_once(
 ) -> None:
     """200 requests wait on one key; the message that sets it answers them all with the same
     value, and the database is read for it a handful of times (once per change the workflow
-    makes), not once per waiting request."""
+    makes), not once per waiting request. A request that comes to wait on a workflow already
+    waited on reads nothing at all: not even the workflow's status."""
     workflow_id = unique_id("shared-wait")
     start_messaging(http, workflow_id)
 
-    async def wait_all() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=N_WAITERS + 10)
+    async def wait(count: int) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=count + 10)
         async with httpx.AsyncClient(base_url=server.base_url, limits=limits) as client:
             path = f"/workflow-events/{workflow_id}/{names.EVENT_MESSAGE}"
             return await asyncio.gather(
                 *(
                     client.get(path, params={"timeout": WAIT}, timeout=WAIT + 30)
-                    for _ in range(N_WAITERS)
+                    for _ in range(count)
                 )
             )
 
-    answers = background.submit(wait_all())
-    wait_until(
-        lambda: gauge(http, "comm_waiting_requests") >= N_WAITERS,
-        timeout=WAIT,
-        what=f"{N_WAITERS} requests waiting",
-    )
+    def waiting(count: int) -> None:
+        wait_until(
+            lambda: gauge(http, "comm_waiting_requests") >= count,
+            timeout=WAIT,
+            what=f"{count} requests waiting",
+        )
+
+    first = background.submit(wait(1))
+    waiting(1)
+    status_reads_before = count_of(statements(http), STATUS_READ)
+    others = background.submit(wait(N_WAITERS - 1))
+    waiting(N_WAITERS)
+    status_reads = count_of(statements(http), STATUS_READ) - status_reads_before
+    assert status_reads == 0, f"{status_reads} status reads by {N_WAITERS - 1} more waiters"
     before = count_of(statements(http), EVENTS_READ)
     # A rejection: the workflow sets `message`, then `result` and `status`, and ends.
     message = {"approved": False, "note": "read once"}
     sent = http.post(f"/send-message/{workflow_id}", json=message)
     assert sent.status_code == 200, sent.text
-    responses = answers.result(timeout=WAIT + 60)
+    responses = first.result(timeout=WAIT + 60) + others.result(timeout=WAIT + 60)
     reads = count_of(statements(http), EVENTS_READ) - before
 
     assert [r.status_code for r in responses] == [200] * N_WAITERS, {

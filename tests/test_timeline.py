@@ -1,4 +1,4 @@
-"""The timeline of each demo kind, paged and live, on the shared Postgres server.
+"""The timeline of each demo kind, paged and live, on the shared servers (Postgres, SQLite).
 
 (The timeline after a crash and recovery is checked in tests/test_mailbox_requests.py, which
 SIGKILLs a server mid-request.)
@@ -16,6 +16,7 @@ import pytest
 from tests.support import AsyncClientAsSync, fibonacci_table, unique_id, wait_until
 from workflow_comm import names
 
+pytestmark = pytest.mark.both_backends
 LONG = 600
 
 

@@ -68,6 +68,10 @@ class LiveHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._feeds: dict[str, WorkflowFeed] = {}
         self._warm: OrderedDict[str, WorkflowFeed] = OrderedDict()
+        # The status (as DBOS returns it) of each watched workflow, kept as current as its
+        # feed's by the batched status poll: a waiting GET on a watched workflow starts from
+        # it instead of reading the status again (status_of).
+        self._statuses: dict[str, WorkflowStatus] = {}
         self._config = FeedConfig(
             buffer=settings.live_buffer, replay_buffer=settings.live_replay_buffer
         )
@@ -149,6 +153,8 @@ class LiveHub:
         feed = self._feeds.get(workflow_id)
         if feed is not None:
             return feed
+        if known is not None:
+            self._statuses[workflow_id] = known
         status = None if known is None else describe(known, known.workflow_id)
         feed = self._warm.pop(workflow_id, None)
         if feed is not None:
@@ -163,6 +169,7 @@ class LiveHub:
     def _release(self, feed: WorkflowFeed) -> None:
         if feed.idle and self._feeds.get(feed.workflow_id) is feed:
             del self._feeds[feed.workflow_id]
+            self._statuses.pop(feed.workflow_id, None)
             self._events_pending.discard(feed)
             feed.close()
             # Kept, unread, for the next watcher: it then reads only what changed since. A
@@ -182,6 +189,15 @@ class LiveHub:
         if sub.feed is not None:
             sub.feed.remove(sub)
             self._release(sub.feed)
+
+    def status_of(self, workflow_id: str) -> WorkflowStatus | None:
+        """The status of the stored `workflow_id` if it is watched now and was not finished
+        at the last status poll (at most COMM_LIVE_STATUS_POLL_SEC ago); else None (read it:
+        a finished workflow's status is kept by the service, and one may be resumed)."""
+        feed = self._feeds.get(workflow_id)
+        if feed is None or feed.terminal:
+            return None
+        return self._statuses.get(workflow_id)
 
     async def wait_for_event(
         self, workflow_id: str, key: str, timeout: float, known: WorkflowStatus | None = None
@@ -322,6 +338,7 @@ class LiveHub:
         for found in await DBOS.list_workflows_async(workflow_ids=changed, load_input=False):
             feed = self._feeds.get(found.workflow_id)
             if feed is not None:
+                self._statuses[found.workflow_id] = found
                 feed.set_status(describe(found, found.workflow_id))
 
     async def _poll_data(self, interval: float) -> None:

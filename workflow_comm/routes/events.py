@@ -82,14 +82,17 @@ async def get_workflow_event(
     by the live hub: every request waiting on a workflow shares one reader, woken by the
     database, so a value set is read once however many wait for it.
     """
-    status = await require_status(workflow_id)
+    hub: LiveHub = request.app.state.live_hub
+    stored = stored_id(workflow_id)
+    # A workflow others watch or wait on: its status as the hub last read it (one batched
+    # read for all of them), not one read per waiter. A finish the hub has not read yet ends
+    # the wait as soon as it does, as it would for a waiter already waiting.
+    status = (hub.status_of(stored) if timeout > 0 else None) or await require_status(workflow_id)
     # DBOS would wait out the whole timeout on a finished workflow; it can set nothing more.
     final: str | None = status.status if status.status in names.TERMINAL_STATUSES else None
-    stored = stored_id(workflow_id)
     if final is None and timeout > 0:
         waits: ClientWaits = request.app.state.client_waits
         with waits.hold(request):
-            hub: LiveHub = request.app.state.live_hub
             outcome = await hub.wait_for_event(stored, event_key, timeout, known=status)
         if outcome.event is not None and outcome.event.decoded:
             return EventPublic(
