@@ -538,6 +538,12 @@ async def run_all(
                 ("send_call", "send", "send call, DBOS.send_async"),
                 ("event_wake", "event", "event wake, in-process"),
                 ("stream_push", "stream", "stream push, in-process"),
+                ("set_event_call", "set_event_call", "set_event_async call, in the workflow"),
+                (
+                    "write_stream_call",
+                    "write_stream_call",
+                    "write_stream_async call, in the workflow",
+                ),
             ):
                 run.add_latency(f"{name}_inprocess_postgres", label, "postgres", result[key])
             run.results["throughput_inprocess"] = result["throughput"]

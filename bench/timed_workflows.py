@@ -19,6 +19,9 @@ GO_TOPIC: Final = "bench_go"
 TICK_STREAM: Final = "bench_ticks"
 # How long a bench workflow waits for the next "go" before giving up.
 GO_TIMEOUT_SEC: Final = 120.0
+# How long each write call took inside the workflow (ms), in this process only: the
+# in-process baseline reports them, the floor of any push built on DBOS's writes.
+WRITE_CALL_MS: dict[str, list[float]] = {"set_event": [], "write_stream": []}
 
 
 def tick_key(seq: int) -> str:
@@ -32,7 +35,9 @@ async def bench_event_ticks(n_ticks: int) -> int:
     for seq in range(n_ticks):
         if await DBOS.recv_async(GO_TOPIC, timeout_seconds=GO_TIMEOUT_SEC) is None:
             return seq
+        began = time.perf_counter()
         await DBOS.set_event_async(tick_key(seq), {"seq": seq, "set_at": time.time()})
+        WRITE_CALL_MS["set_event"].append((time.perf_counter() - began) * 1000)
     return n_ticks
 
 
@@ -42,7 +47,9 @@ async def bench_stream_ticks(n_values: int, interval_sec: float) -> int:
     if await DBOS.recv_async(GO_TOPIC, timeout_seconds=GO_TIMEOUT_SEC) is None:
         return 0
     for seq in range(n_values):
+        began = time.perf_counter()
         await DBOS.write_stream_async(TICK_STREAM, {"seq": seq, "written_at": time.time()})
+        WRITE_CALL_MS["write_stream"].append((time.perf_counter() - began) * 1000)
         await asyncio.sleep(interval_sec)
     await DBOS.close_stream_async(TICK_STREAM)
     return n_values
