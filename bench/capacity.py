@@ -54,11 +54,12 @@ async def _cleanly(cleanup: Awaitable[int]) -> tuple[int | None, str | None]:
 async def _last_go(
     http: HTTPTransport,
     workflows: list[str],
-    go: Callable[[str], Callable[[], Awaitable[None]]],
+    go: Callable[[str, int], Callable[[], Awaitable[None]]],
+    last: int,
     already: int,
 ) -> int:
     """The "go" that sets each workflow's last key and ends it, then until none is PENDING."""
-    await bounded((retried(go(w), "last go") for w in workflows), 20)
+    await bounded((retried(go(w, last), "last go") for w in workflows), 20)
     return await drain(http, already=already)
 
 
@@ -66,7 +67,9 @@ async def _release(http: HTTPTransport, ids: list[str], already: int) -> int:
     """A message to each parked messaging workflow (not an approval: it ends at once)."""
 
     def release(workflow_id: str) -> Callable[[], Awaitable[None]]:
-        return lambda: http.send(workflow_id, {"approved": False}, TOPIC_NOTIFICATION)
+        return lambda: http.send(
+            workflow_id, {"approved": False}, TOPIC_NOTIFICATION, idempotency_key="release"
+        )
 
     await bounded((retried(release(i), "release") for i in ids), 20)
     return await drain(http, already=already)
@@ -192,16 +195,20 @@ async def _waiter_case(
         else:
             problems["set key timed out" if expect_value else "never-set key had a value"] += 1
 
-    def go(workflow_id: str) -> Callable[[], Awaitable[None]]:
-        return lambda: http.send(workflow_id, {"go": True}, GO_TOPIC)
+    def go(workflow_id: str, round_: int) -> Callable[[], Awaitable[None]]:
+        # One key per round: a retry after a 503 (the send may have gone through) is not
+        # a second "go", which would set a key meant never to be set.
+        return lambda: http.send(
+            workflow_id, {"go": True}, GO_TOPIC, idempotency_key=f"go-{round_}"
+        )
 
     marks = {"arrive": time.time()}
     tasks = [asyncio.create_task(waiter(w, key, seq % 2 == 0)) for seq, (w, key) in enumerate(plan)]
     try:
         arrived = await _arrived(http, n_waiters, limit=timeout / 3)
         marks["go"] = time.time()
-        for _ in range(keys_set):
-            await bounded((retried(go(w), "go") for w in workflows), 50)
+        for round_ in range(keys_set):
+            await bounded((retried(go(w, round_), "go") for w in workflows), 50)
         set_waiters = [t for seq, t in enumerate(tasks) if seq % 2 == 0]
         await asyncio.wait_for(asyncio.gather(*set_waiters), timeout + 30)
         marks["released"] = time.time()
@@ -209,7 +216,7 @@ async def _waiter_case(
         marks["timed_out"] = time.time()
     finally:
         await cancel(tasks)
-    stuck, cleanup = await _cleanly(_last_go(http, workflows, go, already))
+    stuck, cleanup = await _cleanly(_last_go(http, workflows, go, keys_set, already))
     return {
         "waiters": n_waiters,
         "workflows": n_workflows,

@@ -120,10 +120,20 @@ class HTTPTransport:
         return body["value"]
 
     async def send(
-        self, workflow_id: str, payload: dict[str, Any], topic: str = TOPIC_NOTIFICATION
+        self,
+        workflow_id: str,
+        payload: dict[str, Any],
+        topic: str = TOPIC_NOTIFICATION,
+        idempotency_key: str | None = None,
     ) -> None:
+        """With `idempotency_key`, a retry after a 503 (which may have been sent) is safe."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         await self.request(
-            "POST", f"/send-message/{workflow_id}", params={"topic": topic}, json=payload
+            "POST",
+            f"/send-message/{workflow_id}",
+            params={"topic": topic},
+            json=payload,
+            headers=headers,
         )
 
     @asynccontextmanager

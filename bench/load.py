@@ -278,7 +278,7 @@ async def concurrency(
     RETRIED_503.clear()
     already = await transport.pending_count()  # left over by an earlier scenario
     marks: dict[str, float] = {"begin": time.time()}
-    await bounded((transport.start_messaging(i) for i in ids), 25)
+    await bounded((retried(_starter(transport, i), "start") for i in ids), 25)
     marks["started"] = time.time()
     await bounded((_parked(transport, i) for i in ids), 25)
     marks["parked"] = time.time()
@@ -321,7 +321,9 @@ async def concurrency(
         sent_at[workflow_id] = time.time()  # a 503 and its retry count in the latency
 
         async def once() -> None:
-            await transport.send(workflow_id, {"approved": False}, TOPIC_NOTIFICATION)
+            await transport.send(
+                workflow_id, {"approved": False}, TOPIC_NOTIFICATION, idempotency_key="conc"
+            )
 
         await retried(once, "send")
 
@@ -358,7 +360,8 @@ async def concurrency(
         "missed_examples": dict(list(missed.items())[:3]),
         "stuck_pending": stuck,
         "watcher_errors": len(errors),
-        # Sends answered 503 (a request waited longer than COMM_DB_TIMEOUT_SEC) and retried.
+        # Starts and sends answered 503 (a request waited longer than COMM_DB_TIMEOUT_SEC),
+        # retried.
         "retried_503": dict(RETRIED_503),
         "first_watcher_error": errors[0] if errors else None,
         "start_sec": round(marks["started"] - marks["begin"], 2),
@@ -376,6 +379,14 @@ async def concurrency(
         ],
         "marks": {k: round(v - marks["begin"], 3) for k, v in marks.items()},
     }
+
+
+def _starter(transport: HTTPTransport, workflow_id: str) -> Callable[[], Awaitable[None]]:
+    # Starting it again with its ID answers for the one already started (a retry is safe).
+    async def start() -> None:
+        await transport.start_messaging(workflow_id)
+
+    return start
 
 
 async def _parked(transport: HTTPTransport, workflow_id: str) -> None:

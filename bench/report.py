@@ -438,7 +438,7 @@ def markdown(latency: dict[str, Any], results: dict[str, Any], plots: list[str])
             f"| peak database connections | {_fmt(load['peak_db_connections'])} |",
             f"| SQL statements per second (server) | {_fmt(load['statements_per_sec'])} |",
             f"| watcher errors | {conc['watcher_errors']} |",
-            f"| sends answered 503 and retried | {sum(conc.get('retried_503', {}).values())} |",
+            f"| starts and sends answered 503 and retried | {conc.get('retried_503') or 0} |",
             f"| workflows left PENDING | {conc.get('stuck_pending', 0)} |",
         ]
 
