@@ -20,21 +20,51 @@ from workflow_comm.names import TOPIC_NOTIFICATION
 
 # Messaging workflows that must stay parked in recv for the whole phase.
 PARKED_APPROVAL_SEC = 3600.0
+# dbos 3.4: a waiting recv polls the database this often, in case a notification was lost.
+DBOS_RECV_POLL_SEC = 60.0
+
+
+async def _by_source(http: HTTPTransport) -> Counter[str]:
+    """The statements the server has sent, by sending thread or connection and shape."""
+    found: dict[str, dict[str, int]] = await http.request("GET", "/bench/db-statements/by-source")
+    return Counter(
+        {f"{source}: {shape}": n for source, shapes in found.items() for shape, n in shapes.items()}
+    )
 
 
 async def _window(
-    meter: Meter, base_url: str, window_sec: float, probe_sec: float
+    meter: Meter, http: HTTPTransport, window_sec: float, probe_sec: float
 ) -> dict[str, Any]:
-    """A quiet window (no request but the two readings), then /health probed from a process
-    of its own for `probe_sec`."""
+    """A quiet window (no request but the readings), then /health probed from a process
+    of its own for `probe_sec`; with the statements the server sent most in the window."""
+    base_url = http.base_url
+    shapes = await _by_source(http)
     start = await meter.reading()
     await asyncio.sleep(window_sec)
     end = await meter.reading()
+    shapes = await _by_source(http) - shapes
+    top = [[round(n / window_sec, 2), shape] for shape, n in shapes.most_common(6)]
+
+    def rate(prefix: str) -> float:
+        return round(sum(n for s, n in shapes.items() if s.startswith(prefix)) / window_sec, 2)
+
+    # The live hub's own reads (its threads are live-*), and DBOS's executor threads: with
+    # workflows waiting in recv, DBOS polls each one's mailbox every 60 s (its fallback for
+    # a lost notification), whether anyone watches or not.
+    by_whom = {
+        "live_hub_statements_per_sec": rate("live-"),
+        "dbos_executor_statements_per_sec": rate("dbos-executor"),
+    }
     with HealthProbe(base_url) as probe:
         await probe.ready()
         began = time.time()
         await asyncio.sleep(probe_sec)
-    return {**meter.rates(start, end), "health": probe.summary(began)}
+    return {
+        **meter.rates(start, end),
+        "health": probe.summary(began),
+        "top_statements_per_sec": top,
+        **by_whom,
+    }
 
 
 def _start_parked(http: HTTPTransport, workflow_id: str) -> Callable[[], Awaitable[None]]:
@@ -82,6 +112,7 @@ async def idle(
     window_sec: float,
     probe_sec: float,
     settle_sec: float,
+    after_dbos_polls: bool = True,
 ) -> dict[str, Any]:
     """N messaging workflows parked in recv, nothing changing: the server's CPU, database
     transactions and SQL statements per second, and /health latency, first with no watcher
@@ -91,14 +122,21 @@ async def idle(
     Each window starts `settle_sec` after the last change: Postgres publishes a backend's
     transaction counts when it goes idle, at most once a second, and those of a backend
     that then stays idle only 10 s later, so the start-up's transactions would otherwise
-    be counted in the window."""
+    be counted in the window.
+
+    With `after_dbos_polls`, the baseline waits until DBOS's own polling of the waiting recvs
+    has begun (each polls its mailbox DBOS_RECV_POLL_SEC after it started, then again at that
+    interval, watched or not): both windows then hold it, and their difference is watching."""
     already = await http.pending_count()
     RETRIED_503.clear()
     ids = [new_id("bench-idle") for _ in range(n_workflows)]
+    first_started = time.monotonic()
     await bounded((retried(_start_parked(http, i), "start") for i in ids), 25)
     await bounded((_parked(http, i) for i in ids), 25)
     await asyncio.sleep(settle_sec)
-    baseline = await _window(meter, http.base_url, window_sec, probe_sec)
+    if after_dbos_polls:
+        await asyncio.sleep(max(0.0, DBOS_RECV_POLL_SEC + 5 - (time.monotonic() - first_started)))
+    baseline = await _window(meter, http, window_sec, probe_sec)
 
     pushed: Counter[str] = Counter()
     greeted: set[int] = set()
@@ -131,7 +169,7 @@ async def idle(
         # A few of the live readers' poll intervals, so that start-up work is over.
         await asyncio.sleep(settle_sec)
         before = sum(pushed.values())
-        watched = await _window(meter, http.base_url, window_sec, probe_sec)
+        watched = await _window(meter, http, window_sec, probe_sec)
         watched["events_pushed_in_window"] = sum(pushed.values()) - before
         connected = sum(1 for task in watchers if not task.done())
     finally:

@@ -488,7 +488,14 @@ def _capacity_markdown(results: dict[str, Any]) -> list[str]:
                 ("cpu_percent_of_core", "server CPU, % of a core"),
                 ("transactions_per_sec", "database transactions per second"),
                 ("statements_per_sec", "SQL statements per second (server)"),
+                ("live_hub_statements_per_sec", "of them, the live hub's"),
+                (
+                    "dbos_executor_statements_per_sec",
+                    "of them, DBOS's executor threads' (each recv polls every 60 s)",
+                ),
             ):
+                if key not in w or key not in b:
+                    continue
                 diff = round(w[key] - b[key], 2)
                 lines.append(f"| {label} | {_fmt(b[key])} | {_fmt(w[key])} | {_fmt(diff)} |")
             p99_ratio = ratio(w["health"]["p99"], b["health"]["p99"])
@@ -500,6 +507,16 @@ def _capacity_markdown(results: dict[str, Any]) -> list[str]:
                 f"| events pushed during the quiet window | - | "
                 f"{w.get('events_pushed_in_window')} | |"
             )
+            for name, window in (("no watcher", b), ("with watchers", w)):
+                top = window.get("top_statements_per_sec")
+                if top:
+                    lines += [
+                        "",
+                        f"Statements the server sent most in the window, {name} "
+                        "(per second; by thread or connection):",
+                        "",
+                    ]
+                    lines += [f"- {n}/s `{shape}`" for n, shape in top]
             if idle.get("retried_503"):
                 lines += ["", f"Requests answered 503 and retried: {idle['retried_503']}"]
             if idle.get("cleanup_error"):

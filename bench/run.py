@@ -347,6 +347,7 @@ async def measure_capacity(run: Run, server: BenchServer, database_url: str) -> 
                     scale.idle_window_sec,
                     scale.idle_probe_sec,
                     settle_sec=scale.idle_settle_sec,
+                    after_dbos_polls=scale.name != "smoke",
                 )
             finally:
                 meter.close()

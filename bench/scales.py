@@ -139,7 +139,8 @@ SCALES = {
         fanout_interval=0.02,
         sqlite_share=1.0,
         idle_workflows=1000,
-        idle_window_sec=10.0,
+        # One whole period of DBOS's own polling of waiting recvs (60 s) in each window.
+        idle_window_sec=60.0,
         idle_settle_sec=11.0,
         idle_probe_sec=10.0,
         waiters=1000,

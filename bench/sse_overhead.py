@@ -9,6 +9,11 @@ through four SSE endpoints, and the server's CPU time per delivered event is mea
   fastapi-lean  the same response class, one `queue.get()` per item
   raw-tasks     StreamingResponse of bytes encoded once per value, two-task wait per item
   raw           StreamingResponse of bytes encoded once per value, one `queue.get()`
+  feed          the server's own path: a live feed (workflow_comm.live.feed) broadcasting
+                each value as an event change to its subscribers, each answered by the
+                events route's frames and write gathering (routes/live.py) through
+                EventStream; what it adds to `raw` is the feed's share of a delivery
+                (the server's middleware and DBOS are not in it)
 """
 
 import argparse
@@ -27,12 +32,31 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from bench.http import new_session, sse_events
 from tests.support import UvicornServer
+from workflow_comm.live.feed import FeedConfig, Interest, WorkflowFeed
+from workflow_comm.live.items import EventsEnd, EventSet
+from workflow_comm.routes.live import EventStream, event_frames, gathered
 
 logger = logging.getLogger("bench")
 HEARTBEAT = 15.0
 END = "end"
 app = FastAPI()
 queues: list[asyncio.Queue[Any]] = []
+_feeds: list[WorkflowFeed] = []
+
+
+def _feed() -> WorkflowFeed:
+    """The one feed of `feed` mode: its event state read (nothing to read here)."""
+    if not _feeds:
+        loop = asyncio.get_running_loop()
+        feed = WorkflowFeed(
+            "sse-overhead",
+            FeedConfig(buffer=1000, replay_buffer=100),
+            lambda _: None,
+            loop.create_task,
+        )
+        feed.events_read = True
+        _feeds.append(feed)
+    return _feeds[0]
 
 
 async def two_task_wait(queue: asyncio.Queue[Any], stop: asyncio.Event) -> Any:
@@ -104,6 +128,21 @@ def _bytes(wait: Any) -> Any:
     return endpoint
 
 
+@app.get("/feed")
+async def feed_subscriber() -> EventStream:
+    feed = _feed()
+    sub = feed.add(Interest(events=True))
+
+    async def frames() -> AsyncIterator[bytes | None]:
+        try:
+            async for frame in event_frames(sub, "sse-overhead", HEARTBEAT):
+                yield frame
+        finally:
+            feed.remove(sub)
+
+    return EventStream(gathered(frames()))
+
+
 app.get("/fastapi", response_class=EventSourceResponse)(_objects(two_task_wait))
 app.get("/fastapi-lean", response_class=EventSourceResponse)(_objects(one_get))
 app.get("/raw-tasks")(_bytes(two_task_wait))
@@ -113,6 +152,15 @@ app.get("/raw")(_bytes(one_get))
 @app.post("/broadcast/{encoded}/{n_values}")
 async def broadcast(encoded: bool, n_values: int, interval: float = 0.05) -> dict[str, int]:
     async def run() -> None:
+        if _feeds:  # feed mode: each value an event change, encoded once by the feed's item
+            for seq in range(n_values):
+                _feeds[0].broadcast(
+                    EventSet("tick", {"seq": seq, "written_at": time.time()}, seq + 1)
+                )
+                await asyncio.sleep(interval)
+            _feeds[0].broadcast(EventsEnd("SUCCESS"))
+            _feeds.clear()
+            return
         for seq in range(n_values):
             value = {"seq": seq, "written_at": time.time()}
             item: Any = value
@@ -126,7 +174,7 @@ async def broadcast(encoded: bool, n_values: int, interval: float = 0.05) -> dic
             queue.put_nowait(END)
 
     asyncio.get_running_loop().create_task(run())
-    return {"subscribers": len(queues)}
+    return {"subscribers": len(_feeds[0].subscribers) if _feeds else len(queues)}
 
 
 async def measure(base_url: str, server: psutil.Process, mode: str, n: int, values: int) -> str:
@@ -144,7 +192,9 @@ async def measure(base_url: str, server: psutil.Process, mode: str, n: int, valu
                 async for event in sse_events(response):
                     if event.event == "closed":
                         return
-                    latencies.append((time.time() - event.json()["written_at"]) * 1000)
+                    data = event.json()
+                    stamp = data["value"]["written_at"] if "version" in data else data["written_at"]
+                    latencies.append((time.time() - stamp) * 1000)
 
         tasks = [asyncio.create_task(subscriber()) for _ in range(n)]
         await asyncio.wait_for(connected.wait(), 60)
@@ -171,7 +221,7 @@ def main() -> None:
     app, options = "bench.sse_overhead:app", ("--log-level", "warning")
     with UvicornServer(app, None, *options, ready_path="/openapi.json") as server:
         logger.info("server log: %s", server.log_path)
-        for mode in ("fastapi", "fastapi-lean", "raw-tasks", "raw"):
+        for mode in ("fastapi", "fastapi-lean", "raw-tasks", "raw", "feed"):
             line = asyncio.run(
                 measure(
                     server.base_url,
