@@ -44,3 +44,19 @@ def test_smoke_mode_writes_json_markdown_and_plots(tmp_path: Path) -> None:
         assert section in markdown, f"{section} missing from smoke.md"
     plots = sorted(p.name for p in tmp_path.glob("smoke-*.png"))
     assert plots, f"no plots in {sorted(p.name for p in tmp_path.iterdir())}"
+
+
+@pytest.mark.needs_own_server
+def test_sse_overhead_measures_every_mode() -> None:
+    """`python -m bench.sse_overhead` runs each of its five modes (the server's own feed path
+    among them) and prints a figure for each (no timing is asserted)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.sse_overhead", "--subscribers", "3", "--values", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, f"sse_overhead exited {run.returncode}:\n{run.stderr[-4000:]}"
+    modes = [line.split()[0] for line in run.stderr.splitlines() if "us per delivery" in line]
+    assert modes == ["fastapi", "fastapi-lean", "raw-tasks", "raw", "feed"], run.stderr[-4000:]
