@@ -11,7 +11,7 @@ from typing import Any
 
 from bench import scenarios
 from bench.http import HTTPError, HTTPTransport
-from bench.load import RETRIED_503, _parked, bounded, cancel, retried
+from bench.load import RETRIED_503, _parked, bounded, cancel, retried, start_parked
 from bench.meter import HealthProbe, Meter, tree_cpu_seconds
 from bench.scenarios import drain, new_id
 from bench.stats import summarize, thin
@@ -65,11 +65,6 @@ async def _window(
         "top_statements_per_sec": top,
         **by_whom,
     }
-
-
-def _start_parked(http: HTTPTransport, workflow_id: str) -> Callable[[], Awaitable[None]]:
-    # Starting a demo workflow again with its ID answers for the one already started.
-    return lambda: http.start_messaging(workflow_id, PARKED_APPROVAL_SEC)
 
 
 async def _cleanly(cleanup: Awaitable[int]) -> tuple[int | None, str | None]:
@@ -131,7 +126,7 @@ async def idle(
     RETRIED_503.clear()
     ids = [new_id("bench-idle") for _ in range(n_workflows)]
     first_started = time.monotonic()
-    await bounded((retried(_start_parked(http, i), "start") for i in ids), 25)
+    await bounded((retried(start_parked(http, i, PARKED_APPROVAL_SEC), "start") for i in ids), 25)
     await bounded((_parked(http, i) for i in ids), 25)
     await asyncio.sleep(settle_sec)
     if after_dbos_polls:

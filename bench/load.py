@@ -278,7 +278,7 @@ async def concurrency(
     RETRIED_503.clear()
     already = await transport.pending_count()  # left over by an earlier scenario
     marks: dict[str, float] = {"begin": time.time()}
-    await bounded((retried(_starter(transport, i), "start") for i in ids), 25)
+    await bounded((retried(start_parked(transport, i), "start") for i in ids), 25)
     marks["started"] = time.time()
     await bounded((_parked(transport, i) for i in ids), 25)
     marks["parked"] = time.time()
@@ -381,12 +381,12 @@ async def concurrency(
     }
 
 
-def _starter(transport: HTTPTransport, workflow_id: str) -> Callable[[], Awaitable[None]]:
-    # Starting it again with its ID answers for the one already started (a retry is safe).
-    async def start() -> None:
-        await transport.start_messaging(workflow_id)
-
-    return start
+def start_parked(
+    transport: HTTPTransport, workflow_id: str, approval_timeout: float = 600.0
+) -> Callable[[], Awaitable[None]]:
+    """A start of a messaging workflow that parks in recv, to retry: starting a demo workflow
+    again with its ID answers for the one already started."""
+    return lambda: transport.start_messaging(workflow_id, approval_timeout)
 
 
 async def _parked(transport: HTTPTransport, workflow_id: str) -> None:
