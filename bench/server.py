@@ -44,7 +44,7 @@ _statements_lock = threading.Lock()
 @functools.lru_cache(maxsize=4096)
 def _shape(statement: str) -> str:
     """A statement's first 100 characters, whitespace collapsed: its kind, not its values."""
-    return " ".join(statement[:400].split())[:100]
+    return " ".join(statement.split())[:100]
 
 
 @functools.lru_cache(maxsize=4096)

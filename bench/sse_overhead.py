@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.sse_overhead            # 1,000 subscribers x 20 values
 
 No DBOS and no database: an in-memory broadcaster pushes the same values to N subscribers
-through four SSE endpoints, and the server's CPU time per delivered event is measured.
+through five SSE endpoints, and the server's CPU time per delivered event is measured.
   fastapi       FastAPI EventSourceResponse + ServerSentEvent, each subscriber waiting with
                 two tasks and asyncio.wait per item (the shape of workflow_comm.live.feed)
   fastapi-lean  the same response class, one `queue.get()` per item
