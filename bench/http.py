@@ -3,7 +3,7 @@
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -27,33 +27,45 @@ class ServerSentEvent:
         return json.loads(self.data)
 
 
-@dataclass
-class _Pending:
-    event: str = "message"
-    data: list[str] = field(default_factory=list)
-    id: str | None = None
-
-
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[ServerSentEvent]:
-    """Parse a text/event-stream body into events (comments and retry: are skipped)."""
-    pending = _Pending()
-    async for raw in response.content:
-        line = raw.decode().rstrip("\r\n")
-        if not line:
-            if pending.data:
-                yield ServerSentEvent(pending.event, "\n".join(pending.data), pending.id)
-            pending = _Pending()
-            continue
-        if line.startswith(":"):
+    """Parse a text/event-stream body into events (comments and retry: are skipped).
+
+    Reads the body a chunk at a time and splits it into events itself: reading it a line at
+    a time cost the driver about as much CPU per event as the server spends sending it, and
+    a thousand subscribers in one driver process then measured the driver's delay as much
+    as the server's.
+    """
+    rest = b""
+    async for chunk in response.content.iter_any():
+        blocks = (rest + chunk).replace(b"\r\n", b"\n").split(b"\n\n")
+        rest = blocks.pop()  # an event not yet whole
+        for block in blocks:
+            event = _parse(block.decode())
+            if event is not None:
+                yield event
+    if rest.strip():
+        event = _parse(rest.decode())
+        if event is not None:
+            yield event
+
+
+def _parse(block: str) -> ServerSentEvent | None:
+    """One event's lines, or None for a block of comments only."""
+    event, data, event_id = "message", [], None
+    for line in block.split("\n"):
+        if not line or line.startswith(":"):
             continue
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "event":
-            pending.event = value
+            event = value
         elif name == "data":
-            pending.data.append(value)
+            data.append(value)
         elif name == "id":
-            pending.id = value
+            event_id = value
+    if not data:
+        return None
+    return ServerSentEvent(event, "\n".join(data), event_id)
 
 
 def new_session(timeout_sec: float = 180.0) -> aiohttp.ClientSession:

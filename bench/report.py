@@ -387,12 +387,16 @@ def markdown(latency: dict[str, Any], results: dict[str, Any], plots: list[str])
             "## Fan-out: one stream, many subscribers (SSE and WebSocket)",
             "",
             "Latency in ms from `write_stream` to the subscriber; the baseline is 1 subscriber "
-            "of the same transport.",
+            "of the same transport. Server CPU per delivery: from the first write until every "
+            "value has reached every subscriber (the writing workflow's own DBOS calls "
+            "included), per value received; then, per subscriber, what the end of the "
+            "responses took (the `closed` frame, the connection's teardown).",
             "",
             "| transport | subscribers | values received | p50 | p99 | max | "
             "p99 / 1 subscriber | stream reads per value | all SQL per value | "
-            "server CPU per delivery | failed subscribers | incomplete |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "server CPU per delivery | server CPU per response's end | failed subscribers | "
+            "incomplete |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in fan:
             s = r["latency"]
@@ -402,7 +406,8 @@ def markdown(latency: dict[str, Any], results: dict[str, Any], plots: list[str])
                 f"| {via} | {r['subscribers']} | {s['n']} | {_fmt(s['p50'])} | "
                 f"{_fmt(s['p99'])} | {_fmt(s['max'])} | {_fmt(ratio(s['p99'], ones.get(via)))} | "
                 f"{_fmt(r['stream_reads_per_value'])} | {_fmt(r['statements_per_value'])} | "
-                f"{_fmt(r['server_cpu_us_per_delivery'])} us | {r['failures']} | {incomplete} |"
+                f"{_fmt(r['server_cpu_us_per_delivery'])} us | "
+                f"{_fmt(r.get('server_cpu_us_per_end'))} us | {r['failures']} | {incomplete} |"
             )
         for via, reason in results.get("fanout_skipped", {}).items():
             lines += ["", f"Fan-out over {via} skipped: {reason}."]

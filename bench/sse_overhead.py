@@ -11,9 +11,10 @@ through five SSE endpoints, and the server's CPU time per delivered event is mea
   raw           StreamingResponse of bytes encoded once per value, one `queue.get()`
   feed          the server's own path: a live feed (workflow_comm.live.feed) broadcasting
                 each value as an event change to its subscribers, each answered by the
-                events route's frames and write gathering (routes/live.py) through
-                EventStream; what it adds to `raw` is the feed's share of a delivery
-                (the server's middleware and DBOS are not in it)
+                events route's response (routes/live.py): the feed writes each frame to
+                every waiting subscriber's connection itself; what it differs from `raw`
+                by is the server's own share of a delivery (the server's middleware and
+                DBOS are not in it)
 """
 
 import argparse
@@ -22,19 +23,19 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import psutil  # type: ignore[import-untyped]
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from bench.http import new_session, sse_events
 from tests.support import UvicornServer
-from workflow_comm.live.feed import FeedConfig, Interest, WorkflowFeed
+from workflow_comm.live.feed import FeedConfig, Interest, Subscriber, WorkflowFeed
 from workflow_comm.live.items import EventsEnd, EventSet
-from workflow_comm.routes.live import EventStream, event_frames, gathered
+from workflow_comm.routes.live import EventStream, event_render, live_response
 
 logger = logging.getLogger("bench")
 HEARTBEAT = 15.0
@@ -128,19 +129,18 @@ def _bytes(wait: Any) -> Any:
     return endpoint
 
 
-@app.get("/feed")
-async def feed_subscriber() -> EventStream:
+async def feed_subscription() -> AsyncIterator[Subscriber]:
     feed = _feed()
     sub = feed.add(Interest(events=True))
+    try:
+        yield sub
+    finally:
+        feed.remove(sub)
 
-    async def frames() -> AsyncIterator[bytes | None]:
-        try:
-            async for frame in event_frames(sub, "sse-overhead", HEARTBEAT):
-                yield frame
-        finally:
-            feed.remove(sub)
 
-    return EventStream(gathered(frames()))
+@app.get("/feed")
+async def feed_subscriber(sub: Annotated[Subscriber, Depends(feed_subscription)]) -> EventStream:
+    return live_response(sub, "sse-overhead", HEARTBEAT, event_render(sub, "sse-overhead"))
 
 
 app.get("/fastapi", response_class=EventSourceResponse)(_objects(two_task_wait))

@@ -48,10 +48,12 @@ one with `authorization: {credentials: <key>}`. COMM_METRICS_PUBLIC=true opens i
 
 import functools
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workflow_comm.names import WorkflowKind
@@ -89,8 +91,46 @@ WORKFLOWS_FINISHED = Counter(
 MESSAGES_SENT = Counter(
     "comm_messages_sent_total", "Messages accepted for a workflow, by transport.", ["transport"]
 )
-LIVE_PUSHED = Counter(
-    "comm_live_pushed_total",
+
+
+class _Tally:
+    """One series of a TallyCounter: a plain int, added to on the event loop only."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def inc(self) -> None:
+        self.count += 1
+
+
+class TallyCounter(Collector):
+    """A labelled counter for the per-delivery hot path, read at scrape time.
+
+    A prometheus Counter takes a lock on every `inc()`: counted once per value per live
+    subscriber, that was 7% of the server's CPU in a fan-out to 1,000 subscribers. Every
+    push happens on the event loop, so a plain int per series is exact. The samples are the
+    same as a Counter's (`<name>_total`; created series are off for all metrics here).
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str]) -> None:
+        self._name, self._documentation, self._labelnames = name, documentation, labelnames
+        self._series: dict[tuple[str, ...], _Tally] = {}
+        REGISTRY.register(self)
+
+    def labels(self, *values: str) -> _Tally:
+        return self._series.setdefault(values, _Tally())
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, series in list(self._series.items()):
+            family.add_metric(list(values), series.count)
+        yield family
+
+
+LIVE_PUSHED = TallyCounter(
+    "comm_live_pushed",
     "Stream entries, event changes and status changes sent to live clients.",
     ["transport", "type"],
 )

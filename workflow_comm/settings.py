@@ -335,7 +335,7 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def app_settings(connection: HTTPConnection) -> Settings:
+async def app_settings(connection: HTTPConnection) -> Settings:
     """Dependency: the settings of the app serving this request or WebSocket."""
     settings: Settings = connection.app.state.settings
     return settings

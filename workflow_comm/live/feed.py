@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from dbos import DBOS
 
 from workflow_comm.live.database import StoredEvent
+from workflow_comm.live.eager import start_eagerly
 from workflow_comm.live.items import (
     FLUSH,
     Control,
@@ -54,14 +55,52 @@ class Interest:
     stream_offset: int = 0
 
 
+# A live response's hooks for its feed (Subscriber.attach): how it shows an item (its frame,
+# or None for one it does not show), and how it writes the frames of one loop round to its
+# connection (an SSE response in one write; a WebSocket one message each).
+Render = Callable[[Item], Any]
+WriteFrames = Callable[[list[Any]], Awaitable[None]]
+# Items a waiting subscriber is written straight away (see Subscriber); the end items and the
+# controls go through its queue, to the task that ends its response.
+WRITTEN_STRAIGHT_AWAY = (StreamValue, EventSet, StatusChange)
+
+
 class Subscriber:
+    """One live response's place in a feed: what it wants, and the items on their way to it.
+
+    An item reaches the response one of two ways. While the response's task waits for more,
+    with nothing queued, and the response has attached its hooks, the feed renders the item
+    itself and writes its frame to the connection: no queue and no wake of the response's
+    task, which is what keeps a fan-out to thousands of subscribers cheap. The frames of one
+    loop round (a page of stream values, an events read) go out in one write, as the
+    response's own writes gather them (fewer, larger TCP segments). Otherwise the item is
+    queued, and the response's task takes it from items(). A write that has to wait for a
+    slow client holds back every later item until it is done (they queue behind it), so
+    order is kept, and a client that reads too slowly still fills its queue and is cut off.
+    """
+
     def __init__(self, interest: Interest, maxsize: int) -> None:
         self.interest = interest
         self._queue: asyncio.Queue[Item | Control] = asyncio.Queue(maxsize=maxsize)
         self._initial: list[Item] = []
         self._catch_up: tuple[int, int] | None = None  # stream offsets [start, end) from the db
         self._control: Control | None = None
+        self._stream_next = interest.stream_offset  # the next stream offset to send
+        self._hooks: tuple[Render, WriteFrames] | None = None
+        self._waiting = False  # the response's task waits in _next() with nothing queued
+        self._frames: list[Any] = []  # rendered this loop round, written at its end
+        self._writing: asyncio.Task[None] | None = None  # a write that had to wait
+        self._written_at = 0.0  # loop time of the last such write (heartbeats count from it)
         self.feed: WorkflowFeed | None = None  # the feed that registered it
+
+    def attach(self, render: Render, write: WriteFrames) -> None:
+        """Let the feed write items to the response while its task waits (see the class)."""
+        self._hooks = (render, write)
+
+    def detach(self) -> None:
+        """The response is over: nothing more is written to it."""
+        self._hooks = None
+        self._frames.clear()
 
     def wants(self, item: Item) -> bool:
         interest = self.interest
@@ -74,8 +113,11 @@ class Subscriber:
         return interest.status
 
     def offer(self, item: Item) -> bool:
-        """Queue `item`; False if the queue is full (the subscriber is then cut off)."""
+        """Hand on `item`; False if the queue is full (the subscriber is then cut off)."""
         if self._control is not None:
+            return True
+        if self._straight_away(item):
+            self._render(item)
             return True
         try:
             self._queue.put_nowait(item)
@@ -84,6 +126,52 @@ class Subscriber:
             LIVE_OVERFLOWS.inc()
             return False
         return True
+
+    def _straight_away(self, item: Item) -> bool:
+        return (
+            self._waiting
+            and self._hooks is not None
+            and self._writing is None
+            and self._queue.empty()
+            and isinstance(item, WRITTEN_STRAIGHT_AWAY)
+        )
+
+    def _render(self, item: Item) -> None:
+        """Render `item` into this round's frames; the first one schedules their write."""
+        assert self._hooks is not None
+        if isinstance(item, StreamValue):
+            if item.offset < self._stream_next:
+                return  # already sent from the replay buffer or the catch-up read
+            self._stream_next = item.offset + 1
+        frame = self._hooks[0](item)
+        if frame is None:
+            return
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self._write_frames)
+        self._frames.append(frame)
+
+    def _write_frames(self) -> None:
+        """Write the frames rendered so far, at once if the connection takes them; else
+        leave the write to a task that the response's task waits for."""
+        if not self._frames or self._hooks is None:
+            return
+        frames, self._frames = self._frames, []
+        self._written_at = asyncio.get_running_loop().time()
+        try:
+            writing = start_eagerly(self._hooks[1](frames))
+        except Exception as exc:  # noqa: BLE001 - the connection is broken: end the response
+            logger.info("live write failed: %r", exc)
+            self.stop(Shutdown())
+            return
+        if writing is not None:
+            self._writing = writing
+            writing.add_done_callback(self._written)
+
+    def _written(self, writing: asyncio.Task[None]) -> None:
+        self._writing = None
+        if not writing.cancelled() and writing.exception() is not None:
+            logger.info("live write failed: %r", writing.exception())
+            self.stop(Shutdown())
 
     def stop(self, why: Control) -> None:
         if self._control is None:
@@ -105,7 +193,6 @@ class Subscriber:
         TCP segments a reader's kernel holds without overhead (one tiny segment per frame,
         unread, can make it drop some, and the server then retransmits with backoff).
         """
-        stream_next = self.interest.stream_offset
         pending_ends = self._ends_expected()
         if self._catch_up is not None:
             start, end = self._catch_up
@@ -113,8 +200,8 @@ class Subscriber:
                 if self._control is not None:
                     break
                 for value in page:
-                    yield StreamValue(self.interest.stream_key or "", stream_next, value)
-                    stream_next += 1
+                    yield StreamValue(self.interest.stream_key or "", self._stream_next, value)
+                    self._stream_next += 1
                 if flushes:
                     yield FLUSH  # before the next page's read
         backlog = iter(self._initial)
@@ -129,9 +216,9 @@ class Subscriber:
                         yield None  # idle: time for a heartbeat
                     continue
             if isinstance(item, StreamValue):
-                if item.offset < stream_next:
+                if item.offset < self._stream_next:
                     continue  # already sent from the replay buffer or the catch-up read
-                stream_next = item.offset + 1
+                self._stream_next = item.offset + 1
             if isinstance(item, (StreamEnd, EventsEnd, StatusEnd)):
                 pending_ends.discard(type(item))
             yield item
@@ -149,12 +236,28 @@ class Subscriber:
         return ends
 
     async def _next(self, heartbeat: float) -> Item | None:
-        """The next queued item; None after `heartbeat` idle seconds or when stopped."""
-        try:
-            async with asyncio.timeout(heartbeat):
-                item = await self._queue.get()
-        except TimeoutError:
-            return None
+        """The next queued item; None after `heartbeat` seconds with nothing sent, or when
+        stopped. While it waits, the feed may write items itself (see the class)."""
+        loop = asyncio.get_running_loop()
+        if self._writing is not None:
+            await self._writing  # a write that had to wait goes before anything queued
+        deadline = loop.time() + heartbeat
+        while True:
+            self._waiting = self._queue.empty()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await self._queue.get()
+                break
+            except TimeoutError:
+                if not self._frames and self._written_at + heartbeat <= loop.time():
+                    return None
+                deadline = max(loop.time(), self._written_at) + heartbeat  # written: not idle
+            finally:
+                self._waiting = False
+        # What the feed rendered while this waited goes first.
+        self._write_frames()
+        if self._writing is not None:
+            await self._writing
         return None if isinstance(item, (Overflow, Shutdown)) else item
 
 

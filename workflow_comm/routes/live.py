@@ -7,13 +7,14 @@ subscribers (live/frames.py); the response writes those bytes as they are. Idle 
 get a `: ping` comment every COMM_SSE_HEARTBEAT_SEC so proxies keep them.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from dbos import WorkflowStatus
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from workflow_comm import names, service
 from workflow_comm.auth import stored_id, tenant_prefix
@@ -22,9 +23,11 @@ from workflow_comm.live.feed import Interest, Subscriber
 from workflow_comm.live.frames import PING, cut_off_sse, encode
 from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
 from workflow_comm.live.items import (
-    FLUSH,
+    Control,
     EventsEnd,
     EventSet,
+    Flush,
+    Item,
     Overflow,
     Shutdown,
     StatusChange,
@@ -65,14 +68,69 @@ SSE_OK: dict[int | str, dict[str, Any]] = {
 }
 
 
+# How a live SSE response shows an item: its frame, or None for an item it does not show.
+SseRender = Callable[[Item | Control], bytes | None]
+
+
 class EventStream(StreamingResponse):
-    """A text/event-stream response of frames encoded beforehand, unbuffered by proxies."""
+    """A text/event-stream response of frames encoded beforehand, unbuffered by proxies.
+
+    With `live` (a subscriber and how this response renders an item), the subscriber's feed
+    may write a frame to the connection itself while the response waits for more
+    (Subscriber.attach): through the same ASGI `send`, so the middleware sees every write.
+    """
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[bytes], status_code: int = 200) -> None:
+    def __init__(
+        self,
+        frames: AsyncIterator[bytes],
+        status_code: int = 200,
+        live: tuple[Subscriber, SseRender] | None = None,
+    ) -> None:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         super().__init__(frames, status_code=status_code, headers=headers)
+        self._live = live
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._live is None:
+            await super().__call__(scope, receive, send)
+            return
+        sub, render = self._live
+
+        def write(frames: list[bytes]) -> Awaitable[None]:
+            body = b"".join(frames)  # one write, as gathered() joins the frames ready together
+            return send({"type": "http.response.body", "body": body, "more_body": True})
+
+        sub.attach(render, write)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            sub.detach()
+
+
+def live_response(
+    sub: Subscriber, workflow_id: str, heartbeat: float, render: SseRender
+) -> EventStream:
+    """The SSE response of a live subscriber, each item shown by `render`."""
+    frames = sse_frames(sub, workflow_id, heartbeat, render)
+    return EventStream(gathered(frames), live=(sub, render))
+
+
+async def sse_frames(
+    sub: Subscriber, workflow_id: str, heartbeat: float, render: SseRender
+) -> AsyncIterator[bytes | None]:
+    """The frames of the items the subscriber's task takes itself (the rest are written by
+    its feed: EventStream); a ping when idle; None: nothing more is ready now."""
+    async for item in sub.items(workflow_id, heartbeat, flushes=True):
+        if isinstance(item, Flush):
+            yield None
+        elif item is None:
+            yield PING
+        else:
+            frame = render(item)
+            if frame is not None:
+                yield frame
 
 
 GATHER_BYTES = 64 * 1024  # at most this much written at once (a frame may take it past)
@@ -127,7 +185,8 @@ StreamTail = Annotated[
 ]
 
 
-def get_hub(request: Request) -> LiveHub:
+async def get_hub(request: Request) -> LiveHub:
+    # async: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
     hub: LiveHub = request.app.state.live_hub
     return hub
 
@@ -245,23 +304,21 @@ async def live_stream(
     Ends with `event: closed`; `overflow` or `shutdown` carry `resume_offset` instead.
     """
 
-    async def frames() -> AsyncIterator[bytes | None]:
-        next_offset = sub.interest.stream_offset
-        async for item in sub.items(workflow_id, hub.heartbeat, flushes=True):
-            if item is FLUSH:
-                yield None
-            elif item is None:
-                yield PING
-            elif isinstance(item, StreamValue):
-                next_offset = item.offset + 1
-                PUSHED_STREAM.inc()
-                yield encode(item, workflow_id).sse
-            elif isinstance(item, StreamEnd):
-                yield encode(item, workflow_id).sse
-            elif isinstance(item, (Overflow, Shutdown)):
-                yield cut_off_sse(item, {"resume_offset": next_offset})
+    next_offset = sub.interest.stream_offset
 
-    return EventStream(gathered(frames()))
+    def render(item: Item | Control) -> bytes | None:
+        nonlocal next_offset
+        if isinstance(item, StreamValue):
+            next_offset = item.offset + 1
+            PUSHED_STREAM.inc()
+            return encode(item, workflow_id).sse
+        if isinstance(item, StreamEnd):
+            return encode(item, workflow_id).sse
+        if isinstance(item, (Overflow, Shutdown)):
+            return cut_off_sse(item, {"resume_offset": next_offset})
+        return None
+
+    return live_response(sub, workflow_id, hub.heartbeat, render)
 
 
 @router.get("/workflow-events/{workflow_id}/live", response_class=EventStream, responses=SSE_OK)
@@ -275,28 +332,27 @@ async def live_events(
     Each is an unnamed event with data `{key, value, version}` and id `version`. After
     `Last-Event-ID: V` only keys changed since V are sent, each with its current value.
     """
-    return EventStream(gathered(event_frames(sub, workflow_id, hub.heartbeat)))
+    return live_response(sub, workflow_id, hub.heartbeat, event_render(sub, workflow_id))
 
 
-async def event_frames(
-    sub: Subscriber, workflow_id: str, heartbeat: float
-) -> AsyncIterator[bytes | None]:
-    """The SSE frames of an events subscriber; None: nothing more is ready now. (Also what
+def event_render(sub: Subscriber, workflow_id: str) -> SseRender:
+    """How an events subscriber's response shows each item. (Also what
     `python -m bench.sse_overhead` measures as its `feed` mode.)"""
     last = sub.interest.events_after
-    async for item in sub.items(workflow_id, heartbeat, flushes=True):
-        if item is FLUSH:
-            yield None
-        elif item is None:
-            yield PING
-        elif isinstance(item, EventSet):
+
+    def render(item: Item | Control) -> bytes | None:
+        nonlocal last
+        if isinstance(item, EventSet):
             last = item.version
             PUSHED_EVENT.inc()
-            yield encode(item, workflow_id).sse
-        elif isinstance(item, EventsEnd):
-            yield encode(item, workflow_id).sse
-        elif isinstance(item, (Overflow, Shutdown)):
-            yield cut_off_sse(item, {"last_event_id": last})
+            return encode(item, workflow_id).sse
+        if isinstance(item, EventsEnd):
+            return encode(item, workflow_id).sse
+        if isinstance(item, (Overflow, Shutdown)):
+            return cut_off_sse(item, {"last_event_id": last})
+        return None
+
+    return render
 
 
 @router.get("/workflows/{workflow_id}/live", response_class=EventStream, responses=SSE_OK)
@@ -307,21 +363,17 @@ async def live_status(
 ) -> EventStream:
     """The workflow's status now and at every change; `closed` carries its result or error."""
 
-    async def frames() -> AsyncIterator[bytes | None]:
-        async for item in sub.items(workflow_id, hub.heartbeat, flushes=True):
-            if item is FLUSH:
-                yield None
-            elif item is None:
-                yield PING
-            elif isinstance(item, StatusChange):
-                PUSHED_STATUS.inc()
-                yield encode(item, workflow_id).sse
-            elif isinstance(item, StatusEnd):
-                yield encode(item, workflow_id).sse
-            elif isinstance(item, (Overflow, Shutdown)):
-                yield cut_off_sse(item, {})
+    def render(item: Item | Control) -> bytes | None:
+        if isinstance(item, StatusChange):
+            PUSHED_STATUS.inc()
+            return encode(item, workflow_id).sse
+        if isinstance(item, StatusEnd):
+            return encode(item, workflow_id).sse
+        if isinstance(item, (Overflow, Shutdown)):
+            return cut_off_sse(item, {})
+        return None
 
-    return EventStream(gathered(frames()))
+    return live_response(sub, workflow_id, hub.heartbeat, render)
 
 
 async def list_subscription(
@@ -354,20 +406,16 @@ async def live_workflows(
     A client that falls too far behind gets `event: overflow` and the response ends.
     """
 
-    async def frames() -> AsyncIterator[bytes | None]:
-        async for item in watcher.sub.items("", hub.heartbeat, flushes=True):
-            if item is FLUSH:
-                yield None
-            elif item is None:
-                yield PING
-            elif isinstance(item, StatusChange):
-                shown = watcher.shown_id(item.workflow.workflow_id)
-                owner = item.workflow.application_name
-                # Only the served applications' workflows (service.ServedApps), or `app`'s.
-                if shown is not None and service.served.serves(owner) and app in (None, owner):
-                    PUSHED_STATUS.inc()
-                    yield encode(item, shown).sse
-            elif isinstance(item, (Overflow, Shutdown)):
-                yield cut_off_sse(item, {})
+    def render(item: Item | Control) -> bytes | None:
+        if isinstance(item, StatusChange):
+            shown = watcher.shown_id(item.workflow.workflow_id)
+            owner = item.workflow.application_name
+            # Only the served applications' workflows (service.ServedApps), or `app`'s.
+            if shown is not None and service.served.serves(owner) and app in (None, owner):
+                PUSHED_STATUS.inc()
+                return encode(item, shown).sse
+        elif isinstance(item, (Overflow, Shutdown)):
+            return cut_off_sse(item, {})
+        return None
 
-    return EventStream(gathered(frames()))
+    return live_response(watcher.sub, "", hub.heartbeat, render)

@@ -13,7 +13,7 @@ from workflow_comm.tokens import TokenGrant, TokenIssuer
 NOT_ENABLED = "Tokens are not enabled on this server: set COMM_TOKEN_SECRET to enable them."
 
 
-def token_issuer(connection: HTTPConnection) -> TokenIssuer:
+async def token_issuer(connection: HTTPConnection) -> TokenIssuer:
     """Dependency: the app's token issuer; 404 if no COMM_TOKEN_SECRET is set."""
     issuer: TokenIssuer = connection.app.state.tokens
     if not issuer.enabled:

@@ -72,7 +72,7 @@ async def webhooks_lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.close()
 
 
-def webhook_store(connection: HTTPConnection) -> WebhookStore:
+async def webhook_store(connection: HTTPConnection) -> WebhookStore:
     """Dependency: the app's webhook store; 404 if no COMM_WEBHOOK_SECRET is set."""
     # Unset until the lifespan ran, None when webhooks are off.
     store: WebhookStore | None = getattr(connection.app.state, "webhook_store", None)

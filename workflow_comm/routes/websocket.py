@@ -26,6 +26,7 @@ from workflow_comm.live.hub import LiveCapacityExceeded, LiveHub
 from workflow_comm.live.items import (
     EventsEnd,
     EventSet,
+    Item,
     Overflow,
     Shutdown,
     StatusChange,
@@ -199,47 +200,74 @@ def _invalid(field: str, problem: str, given: Any) -> RequestValidationError:
     )
 
 
+class _Frames:
+    """How one socket shows the items its subscriber is handed, and what it has shown."""
+
+    def __init__(self, sub: Subscriber, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        self.next_offset = sub.interest.stream_offset  # where to resume the stream
+        self.status = "PENDING"
+        # Status and events come from two readers; the final status frame waits for the last
+        # event change, so a client that stops at SUCCESS has seen every event.
+        self.final_status: str | None = None
+        self.events_done = False
+
+    def render(self, item: Item) -> str | None:
+        """The frame of a stream value, event change or status change (or None: not now).
+        The feed calls this too, to write the frame itself (Subscriber.attach)."""
+        if isinstance(item, StreamValue):
+            self.next_offset = item.offset + 1
+            PUSHED_STREAM.inc()
+            return encode(item, self.workflow_id).ws
+        if isinstance(item, EventSet):
+            PUSHED_EVENT.inc()
+            return encode(item, self.workflow_id).ws
+        if isinstance(item, StatusChange):
+            self.status = item.workflow.status
+            PUSHED_STATUS.inc()
+            frame = encode(item, self.workflow_id).ws  # under the ID this client uses
+            if self.status in names.TERMINAL_STATUSES and not self.events_done:
+                self.final_status = frame
+                return None
+            return frame
+        return None
+
+
 async def _pump(socket: Socket, sub: Subscriber, workflow_id: str, heartbeat: float) -> int:
     """Send what the hub hands the subscriber; returns the close code to use."""
-    next_offset = sub.interest.stream_offset
-    status = "PENDING"
-    # Status and events come from two readers; the final status frame waits for the last
-    # event change, so a client that stops at SUCCESS has seen every event.
-    final_status: str | None = None
-    events_done = False
-    async for item in sub.items(workflow_id, heartbeat):
-        if item is None:
-            continue  # idle: a WebSocket needs no heartbeat of ours
-        if isinstance(item, StreamValue):
-            next_offset = item.offset + 1
-            PUSHED_STREAM.inc()
-            await socket.send_text(encode(item, workflow_id).ws)
-        elif isinstance(item, EventSet):
-            PUSHED_EVENT.inc()
-            await socket.send_text(encode(item, workflow_id).ws)
-        elif isinstance(item, (StatusChange, StatusEnd)):
-            status = item.workflow.status
-            if isinstance(item, StatusChange):
-                PUSHED_STATUS.inc()
-                frame = encode(item, workflow_id).ws  # under the ID this client uses
-                if status in names.TERMINAL_STATUSES and not events_done:
-                    final_status = frame
-                else:
+    shown = _Frames(sub, workflow_id)
+
+    async def write(frames: list[str]) -> None:
+        for frame in frames:
+            await socket.send_text(frame)
+
+    sub.attach(shown.render, write)
+    try:
+        async for item in sub.items(workflow_id, heartbeat):
+            if item is None:
+                continue  # idle: a WebSocket needs no heartbeat of ours
+            if isinstance(item, (StreamValue, EventSet, StatusChange)):
+                frame = shown.render(item)
+                if frame is not None:
                     await socket.send_text(frame)
-        elif isinstance(item, StreamEnd):
-            await socket.send_text(encode(item, workflow_id).ws)
-        elif isinstance(item, Overflow):
-            await socket.send({"type": "overflow", "resume_offset": next_offset})
-            return 1008
-        elif isinstance(item, Shutdown):
-            await socket.send({"type": "shutdown", "resume_offset": next_offset})
-            return 1001
-        elif isinstance(item, EventsEnd):
-            status, events_done = item.status, True
-            if final_status is not None:
-                await socket.send_text(final_status)
-    await socket.send({"type": "closed", "status": status})
-    return 1000
+            elif isinstance(item, StatusEnd):
+                shown.status = item.workflow.status
+            elif isinstance(item, StreamEnd):
+                await socket.send_text(encode(item, workflow_id).ws)
+            elif isinstance(item, Overflow):
+                await socket.send({"type": "overflow", "resume_offset": shown.next_offset})
+                return 1008
+            elif isinstance(item, Shutdown):
+                await socket.send({"type": "shutdown", "resume_offset": shown.next_offset})
+                return 1001
+            elif isinstance(item, EventsEnd):
+                shown.status, shown.events_done = item.status, True
+                if shown.final_status is not None:
+                    await socket.send_text(shown.final_status)
+        await socket.send({"type": "closed", "status": shown.status})
+        return 1000
+    finally:
+        sub.detach()
 
 
 async def _listen(socket: Socket, workflow_id: str) -> None:
