@@ -43,8 +43,8 @@ N_WAITERS = 200
 # The statements of the live hub, by the start of their text (dbos_internals.py).
 EVENTS_READ = "SELECT h.workflow_uuid, h.key, h.value, h.serialization, h.function_id"
 STATUS_POLL = (
-    "SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY",
-    "SELECT workflow_uuid, status FROM workflow_status WHERE workflow_uuid IN (SELECT value",
+    "SELECT s.workflow_uuid, s.status FROM dbos.workflow_status s JOIN unnest(",
+    "SELECT s.workflow_uuid, s.status FROM workflow_status s JOIN (SELECT i.value",
 )
 # The live timelines' heads (dbos_internals.live_timeline_queries): one per interval.
 # A request's read of one workflow's status (dbos_internals.DirectReads.status).

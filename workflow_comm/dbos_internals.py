@@ -186,14 +186,6 @@ def live_batch(is_sqlite: bool, ids: list[str], **lists: list[Any]) -> dict[str,
     return {"ids": ids, **lists}
 
 
-def live_statuses_query(is_sqlite: bool) -> sa.TextClause:
-    """(workflow_uuid, status) of every workflow in :ids."""
-    return sa.text(
-        f"SELECT workflow_uuid, status FROM {_table(is_sqlite, 'workflow_status')}"
-        f" WHERE {_ids_in(is_sqlite, 'workflow_uuid')}"
-    )
-
-
 def _per_workflow(is_sqlite: bool, *columns: tuple[str, str]) -> str:
     """A derived table w(id, <column>...) of :ids and, per ID, the value at the same position
     in the list parameter of each (name, Postgres type) of `columns` (see live_batch)."""
@@ -206,6 +198,16 @@ def _per_workflow(is_sqlite: bool, *columns: tuple[str, str]) -> str:
     arrays = "".join(f", CAST(:{name} AS {kind}[])" for name, kind in columns)
     names = "".join(f", {name}" for name, _ in columns)
     return f"unnest(CAST(:ids AS text[]){arrays}) AS w(id{names})"
+
+
+def live_statuses_query(is_sqlite: bool) -> sa.TextClause:
+    """(workflow_uuid, status) of each workflow in :ids whose status is not its own in :known
+    (the same position; "" for none known): while nothing changes, no row at all."""
+    wanted = _per_workflow(is_sqlite, ("known", "text"))
+    return sa.text(
+        f"SELECT s.workflow_uuid, s.status FROM {_table(is_sqlite, 'workflow_status')} s"
+        f" JOIN {wanted} ON s.workflow_uuid = w.id WHERE s.status <> w.known"
+    )
 
 
 def live_event_changes_query(is_sqlite: bool) -> sa.TextClause:

@@ -99,9 +99,12 @@ class LiveDatabase:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, self._rows, query, params)
 
-    async def statuses(self, workflow_ids: list[str]) -> dict[str, str]:
-        """The status of each workflow that exists, in one statement."""
-        rows = await self._read(self._statuses, live_batch(self.is_sqlite, workflow_ids))
+    async def changed_statuses(self, known: dict[str, str]) -> dict[str, str]:
+        """The status of each workflow whose status is no longer its own in `known` ("" for
+        none known), in one statement; a workflow that does not exist is left out."""
+        ids = list(known)
+        params = live_batch(self.is_sqlite, ids, known=[known[i] for i in ids])
+        rows = await self._read(self._statuses, params)
         return {str(workflow_id): str(status) for workflow_id, status in rows}
 
     async def event_changes(self, after: dict[str, int]) -> dict[str, list[StoredEvent]]:

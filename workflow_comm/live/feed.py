@@ -90,6 +90,7 @@ class Subscriber:
         self._waiting = False  # the response's task waits in _next() with nothing queued
         self._frames: list[Any] = []  # rendered this loop round, written at its end
         self._writing: asyncio.Task[None] | None = None  # a write that had to wait
+        self._unwritten = 0  # the items in that write: they count against the queue's bound
         self._written_at = 0.0  # loop time of the last such write (heartbeats count from it)
         self.feed: WorkflowFeed | None = None  # the feed that registered it
 
@@ -120,6 +121,8 @@ class Subscriber:
             self._render(item)
             return True
         try:
+            if self._queue.qsize() + self._unwritten >= self._queue.maxsize:
+                raise asyncio.QueueFull  # as many are on their way as the queue holds
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self.stop(Overflow())
@@ -164,11 +167,11 @@ class Subscriber:
             self.stop(Shutdown())
             return
         if writing is not None:
-            self._writing = writing
+            self._writing, self._unwritten = writing, len(frames)
             writing.add_done_callback(self._written)
 
     def _written(self, writing: asyncio.Task[None]) -> None:
-        self._writing = None
+        self._writing, self._unwritten = None, 0
         if not writing.cancelled() and writing.exception() is not None:
             logger.info("live write failed: %r", writing.exception())
             self.stop(Shutdown())

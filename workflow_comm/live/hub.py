@@ -306,7 +306,11 @@ class LiveHub:
         checked = time.monotonic()
         while True:
             await asyncio.sleep(self._status_poll)
-            watched = [f.workflow_id for f in self._feeds.values() if not f.terminal]
+            watched = {
+                f.workflow_id: f.status.status if f.status else ""
+                for f in self._feeds.values()
+                if not f.terminal
+            }
             if watched:
                 await self._guarded("status", self._read_statuses(watched))
             if self.listing.watchers:
@@ -325,8 +329,10 @@ class LiveHub:
         else:
             self._failing.discard(what)
 
-    async def _read_statuses(self, workflow_ids: list[str]) -> None:
-        statuses = await self.db.statuses(workflow_ids)
+    async def _read_statuses(self, known: dict[str, str]) -> None:
+        """`known`: each watched workflow's status as its feed knows it. Only the rows of
+        those that changed come back (none while nothing changes)."""
+        statuses = await self.db.changed_statuses(known)
         changed = []
         for workflow_id, status in statuses.items():
             feed = self._feeds.get(workflow_id)
