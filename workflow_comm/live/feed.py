@@ -242,8 +242,7 @@ class Subscriber:
         """The next queued item; None after `heartbeat` seconds with nothing sent, or when
         stopped. While it waits, the feed may write items itself (see the class)."""
         loop = asyncio.get_running_loop()
-        if self._writing is not None:
-            await self._writing  # a write that had to wait goes before anything queued
+        await self._write_done()  # a write that had to wait goes before anything queued
         deadline = loop.time() + heartbeat
         while True:
             self._waiting = self._queue.empty()
@@ -259,9 +258,13 @@ class Subscriber:
                 self._waiting = False
         # What the feed rendered while this waited goes first.
         self._write_frames()
-        if self._writing is not None:
-            await self._writing
+        await self._write_done()
         return None if isinstance(item, (Overflow, Shutdown)) else item
+
+    async def _write_done(self) -> None:
+        """Until a write that had to wait is done (its failure ends the subscriber: _written)."""
+        if self._writing is not None:
+            await asyncio.wait({self._writing})
 
 
 async def _read_stream_range(
