@@ -150,6 +150,17 @@ async def follow(sub: Subscriber, taken: list[str]) -> None:
             taken.append("overflow")
 
 
+async def watching(feed: WorkflowFeed) -> tuple[Connection, list[str], asyncio.Task[None]]:
+    """A subscriber to the feed's events with its connection and its response's task, once
+    that task waits for more."""
+    sub = feed.add(Interest(events=True))
+    connection, taken = Connection(), list[str]()
+    sub.attach(render, connection.write)
+    task = asyncio.create_task(follow(sub, taken))
+    await settle()
+    return connection, taken, task
+
+
 def change(n: int) -> EventSet:
     return EventSet("k", n, n)
 
@@ -185,11 +196,7 @@ async def test_waiting_subscribers_are_written_by_the_feed_one_write_per_round()
 @in_a_loop
 async def test_a_stalled_write_holds_back_later_items_which_follow_in_order() -> None:
     feed = new_feed()
-    sub = feed.add(Interest(events=True))
-    connection, taken = Connection(), list[str]()
-    sub.attach(render, connection.write)
-    task = asyncio.create_task(follow(sub, taken))
-    await settle()
+    connection, taken, task = await watching(feed)
     connection.stall()
     feed.broadcast(change(1))  # written by the feed: its write waits
     await settle()
@@ -210,11 +217,7 @@ async def test_a_stalled_write_holds_back_later_items_which_follow_in_order() ->
 @in_a_loop
 async def test_a_subscriber_stalled_too_long_is_cut_off() -> None:
     feed = new_feed(buffer=3)
-    sub = feed.add(Interest(events=True))
-    connection, taken = Connection(), list[str]()
-    sub.attach(render, connection.write)
-    task = asyncio.create_task(follow(sub, taken))
-    await settle()
+    connection, taken, task = await watching(feed)
     connection.stall()
     for n in range(1, 10):
         feed.broadcast(change(n))
